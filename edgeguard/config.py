@@ -1,0 +1,215 @@
+"""One frozen, typed configuration, loaded from TOML.
+
+Every section is a frozen dataclass; every field has a type, a default and, where it
+matters, bounds or choices in its metadata. Unknown sections or keys, wrong types and
+out-of-range values are ``ConfigError``s that name the file and the key. Command-line
+flags override the file through :func:`override`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeguard.errors import ConfigError
+
+
+def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[Any, ...] | None = None, doc: str = "") -> Any:
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults (the config is frozen)")
+    return field(default=default, metadata=meta)
+
+
+PROFILES = ("fast", "balanced", "thorough")
+MODES = ("blur", "pixelate", "solid")
+SHAPES = ("ellipse", "box")
+OUTPUT_FORMATS = ("same", "jpeg", "png", "webp")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    profile: str = _opt("balanced", choices=PROFILES,
+                        doc="search profile: which views are run (see README)")
+    threads: int = _opt(2, lo=1, hi=16, doc="threads per TFLite interpreter")
+    min_score: float = _opt(0.5, lo=0.05, hi=0.99,
+                            doc="minimum face score after merging views")
+    nms_iou: float = _opt(0.3, lo=0.05, hi=0.95,
+                          doc="overlap above which two detections are the same face")
+    models_dir: str = _opt("", doc="folder with the .tflite files; empty: the package's models/")
+
+
+@dataclass(frozen=True)
+class RedactConfig:
+    mode: str = _opt("blur", choices=MODES, doc="blur, pixelate or solid fill")
+    shape: str = _opt("ellipse", choices=SHAPES, doc="ellipse or box")
+    expand: float = _opt(1.3, lo=1.0, hi=3.0,
+                         doc="region size relative to the detected box (privacy first)")
+    outline: bool = _opt(False, doc="draw a thin outline around each redacted area")
+    color: tuple[int, int, int] = _opt((0, 0, 0), doc="RGB fill for solid mode and the outline")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    max_pixels: int = _opt(64_000_000, lo=1, hi=1_000_000_000,
+                           doc="largest image accepted, checked from the header before decoding")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    format: str = _opt("same", choices=OUTPUT_FORMATS, doc="output format; same keeps the input's")
+    jpeg_quality: int = _opt(90, lo=1, hi=100, doc="JPEG and WebP quality")
+    keep_exif: tuple[str, ...] = _opt((), doc="EXIF tag names allowed through (default none)")
+    sidecar: bool = _opt(False, doc="write NAME.json beside each output (counts, timings)")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    inbox: str = _opt("", doc="watched folder on tmpfs; empty: /run/edgeguard/inbox or /dev/shm")
+    outbox: str = _opt("", doc="where redacted images go; empty: ./outbox")
+    failed: str = _opt("", doc="failed inputs with a .reason file, on tmpfs")
+    workers: int = _opt(2, lo=1, hi=16, doc="images processed at once")
+    queue_size: int = _opt(8, lo=1, hi=10_000, doc="queued images beyond the workers")
+    failed_max_count: int = _opt(200, lo=1, hi=1_000_000, doc="failed/ keeps at most this many")
+    failed_max_age_s: int = _opt(7 * 86400, lo=60, hi=10**9, doc="failed/ entries older go")
+    hide_filenames: bool = _opt(False, doc="keep file names out of the logs")
+    stable_s: float = _opt(1.0, lo=0.05, hi=600.0,
+                           doc="a file moved in without a close is taken once its size "
+                               "has not changed for this long")
+
+
+@dataclass(frozen=True)
+class Config:
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    source: str = field(default="<defaults>", compare=False)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in dataclasses.fields(Config)
+    if f.name != "source"
+}
+
+
+def _check_value(where: str, f: dataclasses.Field[Any], value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    elif origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_hints: list[Any] = [args[0]] * len(value)
+        else:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            item_hints = list(args)
+        value = tuple(
+            _check_value(f"{where}[{i}]", f, v, h) for i, (v, h) in enumerate(zip(value, item_hints))
+        )
+        if f.name == "color" and not all(0 <= c <= 255 for c in value):
+            raise ConfigError(f"{where}: colour values must be 0-255")
+        return value
+    elif isinstance(hint, types.UnionType):
+        raise TypeError(f"union types are not supported in config: {where}")
+    meta = f.metadata
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    if meta.get("lo") is not None and value < meta["lo"]:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['lo']}")
+    if meta.get("hi") is not None and value > meta["hi"]:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['hi']}")
+    return value
+
+
+def _build_section(name: str, cls: type[Any], data: Any, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key {name}.{key}")
+        kwargs[key] = _check_value(f"{source}: {name}.{key}", fields[key], value, hints[key])
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{name}]")
+        sections[name] = _build_section(name, SECTIONS[name], value, source)
+    return Config(**sections, source=source)
+
+
+def load(path: str | Path | None) -> Config:
+    """Load and validate a TOML file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: config file not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a folder, not a config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return from_dict(data, source=str(p))
+
+
+def override(cfg: Config, section: str, **values: Any) -> Config:
+    """Return a copy of ``cfg`` with ``values`` (skipping ``None``) set in ``section``, validated."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return cfg
+    current = getattr(cfg, section)
+    merged = dataclasses.asdict(current) | values
+    new_section = _build_section(section, type(current), merged, "command line")
+    return dataclasses.replace(cfg, **{section: new_section})
+
+
+def reference() -> str:
+    """The configuration reference as Markdown (used by the README and `edgeguard config`)."""
+    lines = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            allowed = ""
+            if meta.get("choices"):
+                allowed = ", ".join(map(str, meta["choices"]))
+            elif meta.get("lo") is not None or meta.get("hi") is not None:
+                allowed = f"{meta.get('lo')} - {meta.get('hi')}"
+            default = f.default
+            if isinstance(default, tuple):
+                default = list(default)
+            shown = repr(default).replace("'", '"').replace("True", "true").replace("False", "false")
+            lines.append(f"| `{name}.{f.name}` | `{shown}` | {allowed} | {meta.get('doc', '')} |")
+    return "\n".join(lines)
