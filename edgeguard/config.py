@@ -31,6 +31,7 @@ PROFILES = ("fast", "balanced", "thorough")
 MODES = ("blur", "pixelate", "solid")
 SHAPES = ("ellipse", "box")
 OUTPUT_FORMATS = ("same", "jpeg", "png", "webp")
+RUNTIMES = ("auto", "litert", "tflite")
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,16 @@ class DetectConfig:
     profile: str = _opt("balanced", choices=PROFILES,
                         doc="search profile: which views are run (see README)")
     threads: int = _opt(2, lo=1, hi=16, doc="threads per TFLite interpreter")
-    min_score: float = _opt(0.5, lo=0.05, hi=0.99,
-                            doc="minimum face score after merging views")
+    runtime: str = _opt("auto", choices=RUNTIMES,
+                        doc="auto (ai_edge_litert, else tflite_runtime), litert or tflite")
+    min_score: float = _opt(0.0, lo=0.0, hi=0.99,
+                            doc="minimum face score after merging views; 0: the profile's")
+    min_face: float = _opt(0.0, lo=0.0, hi=10_000.0,
+                           doc="smallest face (pixels) the search plans views for; "
+                               "0: the profile's")
+    flat_std: float = _opt(-1.0, lo=-1.0, hi=255.0,
+                           doc="skip tiles whose grey std is below this; 0 never skips; "
+                               "-1: the profile's")
     nms_iou: float = _opt(0.3, lo=0.05, hi=0.95,
                           doc="overlap above which two detections are the same face")
     models_dir: str = _opt("", doc="folder with the .tflite files; empty: the package's models/")
@@ -71,17 +80,33 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    inbox: str = _opt("", doc="watched folder on tmpfs; empty: /run/edgeguard/inbox or /dev/shm")
+    inbox: str = _opt("", doc="watched folder on tmpfs; empty: /run/edgeguard/inbox, else "
+                              "/dev/shm/edgeguard-$USER/inbox")
     outbox: str = _opt("", doc="where redacted images go; empty: ./outbox")
-    failed: str = _opt("", doc="failed inputs with a .reason file, on tmpfs")
+    failed: str = _opt("", doc="failed inputs with a .reason file, on the inbox's tmpfs; "
+                               "empty: failed/ beside the inbox")
+    runtime_dir: str = _opt("", doc="tmpfs folder for the daemon's state file, journal and "
+                                    "lock; empty: the inbox's parent folder")
     workers: int = _opt(2, lo=1, hi=16, doc="images processed at once")
-    queue_size: int = _opt(8, lo=1, hi=10_000, doc="queued images beyond the workers")
+    queue_size: int = _opt(64, lo=1, hi=10_000,
+                           doc="inbox paths queued in memory beyond the workers; the inbox "
+                               "itself holds the rest (found again by a rescan)")
     failed_max_count: int = _opt(200, lo=1, hi=1_000_000, doc="failed/ keeps at most this many")
     failed_max_age_s: int = _opt(7 * 86400, lo=60, hi=10**9, doc="failed/ entries older go")
     hide_filenames: bool = _opt(False, doc="keep file names out of the logs")
     stable_s: float = _opt(1.0, lo=0.05, hi=600.0,
                            doc="a file moved in without a close is taken once its size "
                                "has not changed for this long")
+    rescan_s: float = _opt(30.0, lo=1.0, hi=86_400.0,
+                           doc="the inbox is rescanned this often, for files no event announced")
+    stuck_s: float = _opt(120.0, lo=1.0, hi=86_400.0,
+                          doc="a worker busy on one image longer than this stops the watchdog "
+                              "pings, so systemd restarts the service")
+    drain_s: float = _opt(20.0, lo=0.0, hi=3_600.0,
+                          doc="on SIGTERM, images in progress get this long to finish")
+    retry_max_s: float = _opt(60.0, lo=1.0, hi=3_600.0,
+                              doc="longest wait between retries while the outbox is full or "
+                                  "not writable (the wait doubles from 1 s)")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,74 @@
+"""Command-line entry point: `edgeguard run | blur | detect | check | status | models | bench`.
+
+Each subcommand is a small function registered in ``_COMMANDS``; handlers for logging are
+set up here only. User mistakes end as one line on stderr and a non-zero exit, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from edgeguard import __version__
+from edgeguard.errors import EdgeGuardError
+
+logger = logging.getLogger(__name__)
+
+# name -> (help, add_arguments, handler); subcommand modules register themselves here.
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], None]],
+                                              Callable[[Handler], Handler]]:
+    """Register a subcommand: ``@command(name, help)(add_arguments)(handler)``."""
+
+    def with_args(add: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
+        def with_handler(handler: Handler) -> Handler:
+            _COMMANDS[name] = (help, add, handler)
+            return handler
+
+        return with_handler
+
+    return with_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_commands()
+    parser = argparse.ArgumentParser(prog="edgeguard", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edgeguard {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_text, add, _) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+    return parser
+
+
+def _load_commands() -> None:
+    # Importing the modules registers their subcommands.
+    from edgeguard import commands  # noqa: F401
+
+
+def setup_logging(verbose: int) -> None:
+    from edgeguard.service import configure_logging
+
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    _, _, handler = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except EdgeGuardError as exc:
+        print(f"edgeguard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
