@@ -54,16 +54,24 @@ def _load_commands() -> None:
     from edgeguard import commands  # noqa: F401
 
 
-def setup_logging(verbose: int) -> None:
+# Long-running commands log their progress; one-shot commands only warnings and errors.
+_CHATTY = {"run", "bench", "models"}
+
+
+def setup_logging(verbose: int, command_name: str) -> None:
     from edgeguard.service import configure_logging
 
-    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO if command_name in _CHATTY else logging.WARNING
+    configure_logging(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.command)
     _, _, handler = _COMMANDS[args.command]
     try:
         return handler(args)

@@ -123,12 +123,14 @@ class Pipeline:
         except (ValueError, MemoryError) as exc:
             raise DetectionError(f"detection failed: {exc}") from exc
         h, w = rgb.shape[:2]
-        regions = []
-        for d in dets:
+        kept: list[Detection] = []
+        regions: list[Region] = []
+        for d in dets:  # a face wholly outside the frame has no region and is dropped
             r = region_for(d.box, expand=self.cfg.redact.expand, width=w, height=h)
             if r is not None:
+                kept.append(d)
                 regions.append(r)
-        return dets, regions
+        return kept, regions
 
     def redact_frame(self, rgb: np.ndarray) -> tuple[list[Detection], list[Region]]:
         """Find and redact faces in ``rgb`` in place."""
@@ -162,7 +164,7 @@ class Pipeline:
             rgb = rgb.copy()
         dets, regions = self.redact_frame(rgb)
         t2 = time.perf_counter()
-        fmt = img.format if out.format == "same" else out.format
+        fmt = codec.output_format(img.format, out.format)
         data = codec.encode(rgb, fmt, quality=out.jpeg_quality, exif=img.exif or None)
         t3 = time.perf_counter()
         return Redacted(data, fmt, codec.suffix_for(fmt), img.width, img.height, tuple(dets),

@@ -8,9 +8,11 @@ interpreter's own threads and from decode/encode running beside it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,25 @@ def interpreter_class(runtime: str = "auto") -> tuple[str, Any]:
         ) from None
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence the runtime's native banner ("INFO: Created TensorFlow Lite XNNPACK delegate")
+    while an interpreter is created: it is not ours to print, and it would land in the
+    journal on every start. Only file descriptor 2 is redirected, only at start-up."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class ModelRunner:
     """One BlazeFace interpreter: RGB uint8 (S, S, 3) in, raw (boxes, scores) out."""
 
@@ -64,8 +85,9 @@ class ModelRunner:
         global interpreters_created
         self.runtime_name, cls = interpreter_class(runtime)
         try:
-            self._interp = cls(model_path=str(path), num_threads=threads)
-            self._interp.allocate_tensors()
+            with _quiet_native_stderr():
+                self._interp = cls(model_path=str(path), num_threads=threads)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model {path} cannot be loaded: {exc}") from None
         with _count_lock:

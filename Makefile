@@ -1,0 +1,85 @@
+# EdgeGuard: the two commands a fresh Debian / Raspberry Pi OS machine needs are
+#   make run    start the appliance with embedded defaults (inbox on tmpfs, ./outbox)
+#   make test   the whole test suite (installs what it needs: venvs, apt packages as root, models)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TFLITE_VENV ?= .venv-tflite
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TFLITE_STAMP := $(TFLITE_VENV)/.installed
+MODELS_STAMP := models/.fetched
+APT_STAMP := .cache/apt.done
+PYTEST_ARGS ?=
+# Debian packages: python3-venv (venv on Debian), systemd-container + debootstrap (system
+# tests in a booted systemd), ca-certificates (downloads inside the test container).
+APT_PACKAGES := python3-venv systemd-container debootstrap ca-certificates
+
+.PHONY: run test test-fast test-system test-tflite lint bench peers models apt clean help
+
+help:
+	@echo "make run | test | test-fast | test-tflite | lint | bench | peers | models | clean"
+
+# --- set-up ---------------------------------------------------------------------------
+apt: $(APT_STAMP)
+$(APT_STAMP):
+	@mkdir -p .cache
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "not root (or no apt): skipping apt packages ($(APT_PACKAGES))"; fi
+	@touch $@
+
+$(STAMP): pyproject.toml | $(APT_STAMP)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[litert,test]'
+	@touch $@
+
+models: $(MODELS_STAMP)
+$(MODELS_STAMP): $(STAMP) models/manifest.toml
+	$(VENV)/bin/edgeguard models fetch
+	@touch $@
+
+# tflite-runtime 2.14 is frozen (Python <= 3.11, numpy < 2): its own venv, which also holds
+# the MediaPipe oracle (mediapipe 0.10.21 pins numpy < 2 too).
+test-tflite-env: $(TFLITE_STAMP)
+$(TFLITE_STAMP): pyproject.toml | $(APT_STAMP)
+	@if $(PYTHON) -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then \
+	  $(PYTHON) -m venv $(TFLITE_VENV) && \
+	  $(TFLITE_VENV)/bin/python -m pip install -q --upgrade pip && \
+	  $(TFLITE_VENV)/bin/python -m pip install -q -e '.[tflite,test,oracle]' && touch $@; \
+	else echo "Python >= 3.12: tflite-runtime 2.14 has no wheels; its tests are skipped"; fi
+
+# --- the two commands -----------------------------------------------------------------
+run: $(MODELS_STAMP)
+	$(VENV)/bin/edgeguard run
+
+test: $(MODELS_STAMP) test-tflite-env
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	@if [ -f $(TFLITE_STAMP) ]; then \
+	  EDGEGUARD_RUNTIME=tflite $(TFLITE_VENV)/bin/python -m pytest -q -m 'tflite or oracle' \
+	    -p no:cacheprovider $(PYTEST_ARGS) tests/test_runtime.py tests/test_oracle.py; \
+	elif [ "$$EDGEGUARD_REQUIRE_SYSTEM" = 1 ]; then echo "tflite-runtime environment missing"; exit 1; fi
+
+test-fast: $(MODELS_STAMP)
+	$(VENV)/bin/python -m pytest -q -m 'not system' $(PYTEST_ARGS)
+
+test-system: $(MODELS_STAMP)
+	$(VENV)/bin/python -m pytest -q -m system $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edgeguard tests benchmarks
+	$(VENV)/bin/mypy edgeguard
+
+# --- measuring --------------------------------------------------------------------------
+peers:
+	bash benchmarks/peers.sh
+
+bench: $(MODELS_STAMP)
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/edgeguard bench
+
+clean:
+	rm -rf $(VENV) $(TFLITE_VENV) .cache models/*.tflite $(MODELS_STAMP) outbox

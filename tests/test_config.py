@@ -1,0 +1,74 @@
+"""The typed config: TOML in, frozen dataclasses out, every mistake named."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edgeguard import config
+from edgeguard.errors import ConfigError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "edgeguard.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_a_file() -> None:
+    cfg = config.load(None)
+    assert cfg.detect.profile == "balanced"
+    assert cfg.redact.expand == 1.3 and cfg.redact.mode == "blur"
+    assert cfg.output.jpeg_quality == 90 and cfg.output.keep_exif == ()
+    assert cfg.input.max_pixels == 64_000_000
+
+
+def test_file_values_are_typed_and_frozen(tmp_path: Path) -> None:
+    p = _write(tmp_path, '[redact]\nmode = "pixelate"\nexpand = 2\ncolor = [255, 0, 0]\n'
+                         '[output]\nkeep_exif = ["DateTimeOriginal"]\n')
+    cfg = config.load(p)
+    assert cfg.redact.mode == "pixelate"
+    assert cfg.redact.expand == 2.0 and isinstance(cfg.redact.expand, float)
+    assert cfg.redact.color == (255, 0, 0)
+    assert cfg.output.keep_exif == ("DateTimeOriginal",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.redact.mode = "solid"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[redact]\nmoed = 'blur'\n", r"edgeguard.toml: unknown key redact.moed"),
+    ("[nope]\n", r"unknown section \[nope\]"),
+    ("[redact]\nexpand = 0.5\n", r"redact.expand: 0.5 is below the minimum 1.0"),
+    ("[redact]\nmode = 'smudge'\n", r"redact.mode: 'smudge' is not one of blur, pixelate, solid"),
+    ("[output]\njpeg_quality = 'high'\n", r"output.jpeg_quality: expected a whole number"),
+    ("[output]\njpeg_quality = 101\n", r"above the maximum 100"),
+    ("[redact]\noutline = 1\n", r"redact.outline: expected true or false"),
+    ("[redact]\ncolor = [1, 2]\n", r"redact.color: expected 3 values"),
+    ("[redact]\ncolor = [1, 2, 300]\n", r"colour values must be 0-255"),
+    ("redact = 3\n", r"\[redact\] must be a table"),
+    ("[redact\n", r"not valid TOML"),
+])
+def test_mistakes_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load(_write(tmp_path, text))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "absent.toml")
+
+
+def test_override_validates_and_skips_none() -> None:
+    cfg = config.override(config.Config(), "redact", mode="solid", shape=None)
+    assert cfg.redact.mode == "solid" and cfg.redact.shape == "ellipse"
+    with pytest.raises(ConfigError, match="command line: redact.expand"):
+        config.override(cfg, "redact", expand=9.0)
+
+
+def test_reference_lists_every_key() -> None:
+    ref = config.reference()
+    for name, cls in config.SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f"`{name}.{f.name}`" in ref

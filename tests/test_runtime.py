@@ -1,0 +1,95 @@
+"""The TFLite adapter and the one-interpreter-per-model invariant, on the real runtime.
+
+These run twice under `make test`: in .venv with ai_edge_litert and in .venv-tflite with
+tflite_runtime 2.14 (EDGEGUARD_RUNTIME=tflite).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeguard import config, models
+from edgeguard.detect import runtime
+from edgeguard.errors import ModelError
+from edgeguard.pipeline import Pipeline
+
+pytestmark = pytest.mark.tflite
+
+EXPECTED = {"tflite": "tflite_runtime", "litert": "ai_edge_litert"}
+
+
+def test_runtime_is_the_one_asked_for() -> None:
+    name, _ = runtime.interpreter_class()
+    wanted = os.environ.get("EDGEGUARD_RUNTIME", "auto")
+    assert name == EXPECTED.get(wanted, "ai_edge_litert")
+
+
+def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray) -> None:
+    before = runtime.interpreters_created
+    pipe = Pipeline(config.Config())
+    used = {pipe.detector.params.plan.whole_model, pipe.detector.params.plan.tile_model,
+            pipe.detector.params.verify_model} - {""}
+    assert runtime.interpreters_created - before == len(used)
+    created = runtime.interpreters_created
+    big = np.zeros((1500, 2000, 3), np.uint8)
+    big[:512, :512] = astronaut_rgb
+    for frame in (astronaut_rgb.copy(), big, astronaut_rgb[::2, ::2].copy()):
+        pipe.redact_frame(frame)
+    assert runtime.interpreters_created == created  # none per image or per view
+    # a config change that leaves detection alone reuses the interpreters
+    cfg2 = config.override(config.Config(), "redact", mode="solid")
+    pipe2 = pipe.with_config(cfg2)
+    assert runtime.interpreters_created == created
+    assert pipe2.detector is pipe.detector
+
+
+def test_finds_the_astronaut(astronaut_rgb: np.ndarray) -> None:
+    pipe = Pipeline(config.Config())
+    dets, regions = pipe.find(astronaut_rgb)
+    assert len(dets) == 1
+    box = dets[0].box
+    # Eileen Collins' face: eyes at y ~ 100, mouth ~ 145, centred near x 225
+    assert 200 < box.center[0] < 250 and 100 < box.center[1] < 140
+    assert 80 < box.width < 140 and dets[0].score > 0.8
+    r = regions[0]
+    assert r.x1 <= box.x1 and r.y1 <= box.y1 and r.x2 >= box.x2 and r.y2 >= box.y2
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = config.override(config.Config(), "detect", models_dir=str(tmp_path))
+    with pytest.raises(ModelError, match=r"missing: .*edgeguard models fetch"):
+        Pipeline(cfg)
+
+
+def test_altered_model_is_refused(tmp_path: Path) -> None:
+    src = models.default_models_dir()
+    for spec in models.load_manifest().models.values():
+        shutil.copy(src / spec.file, tmp_path / spec.file)
+    victim = tmp_path / models.load_manifest().models["full"].file
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    cfg = config.override(config.Config(), "detect", models_dir=str(tmp_path))
+    with pytest.raises(ModelError, match="altered"):
+        Pipeline(cfg)
+
+
+def test_unloadable_model_file_is_a_model_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 10)
+    with pytest.raises(ModelError, match="cannot be loaded"):
+        runtime.ModelRunner(bad, 128, 896)
+
+
+def test_runner_rejects_wrong_input() -> None:
+    spec = models.load_manifest().models["short"]
+    r = runtime.ModelRunner(models.default_models_dir() / spec.file, 128, 896, threads=1)
+    with pytest.raises(ValueError):
+        r(np.zeros((64, 64, 3), np.uint8))
+    boxes, scores = r(np.zeros((128, 128, 3), np.uint8))
+    assert boxes.shape == (896, 16) and scores.shape == (896, 1)
