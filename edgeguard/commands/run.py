@@ -1,0 +1,118 @@
+"""`edgeguard run`: the foreground daemon systemd runs as is."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from edgeguard import config, service, startup
+from edgeguard.cli import command
+from edgeguard.config import Config
+from edgeguard.daemon import Daemon, Processor
+from edgeguard.errors import StartupError
+from edgeguard.pipeline import Redacted
+
+logger = logging.getLogger(__name__)
+
+# Test hook, read only here: a worker handed a file whose name contains this text hangs
+# (as a wedged decoder would), so the system test can watch the watchdog pings stop.
+# Never set in production; the daemon logs a warning when it is.
+HANG_ENV = "EDGEGUARD_TEST_HANG_ON"
+
+
+def add_daemon_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults)")
+    p.add_argument("--inbox", help="watched folder on tmpfs (overrides daemon.inbox)")
+    p.add_argument("--outbox", help="folder for redacted images (overrides daemon.outbox)")
+    p.add_argument("--failed", help="folder for failed inputs, on the inbox's tmpfs "
+                                    "(overrides daemon.failed)")
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file (or defaults) with the command line's folder overrides applied."""
+    cfg = config.load(args.config)
+    return config.override(cfg, "daemon", inbox=args.inbox, outbox=args.outbox,
+                           failed=args.failed)
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    add_daemon_args(p)
+    p.add_argument("--camera", metavar="SOURCE",
+                   help="camera source (overrides camera.source); none: the inbox alone")
+
+
+class _HangOn:
+    """The HANG_ENV test hook around a real processor."""
+
+    def __init__(self, inner: Processor, needle: str) -> None:
+        self.inner = inner
+        self.needle = needle
+
+    def redact_file(self, path: Path) -> Redacted:
+        name = str(path)
+        if name.startswith("/proc/self/fd/"):
+            name = os.readlink(path)  # the daemon passes its descriptor; this is the file
+        if self.needle in os.path.basename(name):
+            logger.warning("test hook %s: hanging on purpose", HANG_ENV)
+            threading.Event().wait()
+        return self.inner.redact_file(path)
+
+    def with_config(self, cfg: Config) -> Processor:
+        return _HangOn(self.inner.with_config(cfg), self.needle)
+
+
+def build_processor(cfg: Config) -> Processor:
+    from edgeguard.pipeline import Pipeline
+
+    processor: Processor = Pipeline(cfg)
+    needle = os.environ.get(HANG_ENV, "")
+    if needle:
+        logger.warning("test hook %s=%r is set: workers hang on matching files", HANG_ENV,
+                       needle)
+        processor = _HangOn(processor, needle)
+    return processor
+
+
+def _run_config(args: argparse.Namespace) -> Config:
+    return config.override(load_config(args), "camera", source=args.camera)
+
+
+@command("run", "run the daemon: watch the inbox, write redacted images to the outbox")(_add)
+def _run(args: argparse.Namespace) -> int:
+    cfg = _run_config(args)
+    if cfg.camera.source != "none":
+        # The camera loop joins the daemon in its own change; until then the inbox runs
+        # alone, or not at all when the camera is required.
+        if cfg.camera.require:
+            raise StartupError(f"camera.source = {cfg.camera.source!r} is required, but this "
+                               "daemon runs the inbox only (use --camera none)")
+        logger.warning("camera.source = %r: cameras are not run by this daemon yet; "
+                       "the inbox runs alone", cfg.camera.source)
+    paths = startup.resolve_paths(cfg)
+    startup.require(cfg, paths)
+    processor = build_processor(cfg)
+    reload = (lambda: _run_config(args)) if args.config is not None else None
+    daemon = Daemon(cfg, paths, processor, load_config=reload,
+                    watchdog_s=service.watchdog_period())
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        logger.info("%s: stopping", signal.Signals(signum).name)
+        daemon.stop()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        daemon.request_reload()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    code = daemon.run()
+    if not daemon.clean_exit:
+        # A worker is wedged inside native code; interpreter shutdown could wait on it.
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -1,0 +1,1 @@
+"""Test helpers: a real daemon process, a real sd_notify socket, tmpfs folders."""
