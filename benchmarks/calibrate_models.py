@@ -54,7 +54,7 @@ def main() -> None:
     anchors = {n: bf.generate_anchors(man.models[n].anchors) for n in runners}
     faces = []
     for s in a.sets:
-        ann = json.load(open(Path(s) / "annotations.json"))
+        ann = json.loads((Path(s) / "annotations.json").read_text())
         for im in ann["images"]:
             for f in im["faces"]:
                 if f[3] - f[1] >= 40:
@@ -68,7 +68,8 @@ def main() -> None:
         img = cache.get(path)
         if img is None:
             img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-            cache.clear(); cache[path] = img
+            cache.clear()
+            cache[path] = img
         fh = f[3] - f[1]
         for t in SIZES:
             sc = t / fh
@@ -99,14 +100,17 @@ def main() -> None:
     print(f"{len(faces)} faces")
     for n in runners:
         for th in THRESH:
-            print(f"{n:5} th={th}: " + " ".join(f"{t}:{hits[(n, t, th)] / len(faces) * 100:4.0f}" for t in SIZES))
+            rates = (hits[(n, t, th)] / len(faces) * 100 for t in SIZES)
+            print(f"{n:5} th={th}: " + " ".join(f"{t}:{r:4.0f}" for t, r in zip(SIZES, rates,
+                                                                              strict=True)))
     names = list(runners)
     for th in THRESH:
         for i, n1 in enumerate(names):
             for n2 in names[i + 1:]:
+                both = (len(per.get((n1, t, th), set()) | per.get((n2, t, th), set()))
+                        / len(faces) * 100 for t in SIZES)
                 print(f"{n1}+{n2} th={th}: " + " ".join(
-                    f"{t}:{len(per.get((n1, t, th), set()) | per.get((n2, t, th), set())) / len(faces) * 100:4.0f}" for t in SIZES))
-        print(f"short@t+full@t th={th}: ")
+                    f"{t}:{r:4.0f}" for t, r in zip(SIZES, both, strict=True)))
 
 
 if __name__ == "__main__":

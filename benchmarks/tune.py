@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,11 +26,6 @@ EVAL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "eval_redactio
 
 
 def main() -> None:
-    try:
-        import edgeguard.codec  # noqa: F401
-    except ImportError:  # codec not written yet in this checkout
-        import types
-        sys.modules['edgeguard.codec'] = types.ModuleType('edgeguard.codec')
     ap = argparse.ArgumentParser()
     ap.add_argument("sets", nargs="+")
     ap.add_argument("--profile", default="balanced")
@@ -42,29 +38,31 @@ def main() -> None:
     kv = {}
     for item in a.set:
         k, v = item.split("=")
-        kv[k] = type(getattr(prof, k))(v)
+        kv[k] = type(getattr(prof, k))(v) if not isinstance(getattr(prof, k), str) else v
     profiles.PROFILES[a.profile] = dataclasses.replace(prof, **kv)
     cfg = config.override(config.Config(), "detect", profile=a.profile, threads=a.threads)
     from edgeguard.pipeline import Pipeline
 
     pipe = Pipeline(cfg)
     for s in a.sets:
-        ann = json.load(open(Path(s) / "annotations.json"))
+        ann = json.loads((Path(s) / "annotations.json").read_text())
         files = [Path(s) / im["file"] for im in ann["images"]]
         if a.limit:
             files = files[: a.limit]
         views = [0, 0]
+        lock = threading.Lock()
 
-        def one(p: Path) -> str:
+        def one(p: Path, views: list[int] = views, lock: threading.Lock = lock) -> str:
             bgr = cv2.imread(str(p), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             dets, regions = pipe.find(rgb)
-            st = pipe.detector.last_stats
-            views[0] += st.views_planned
-            views[1] += st.views_run
+            st = pipe.detector.last_stats  # this thread's last call
+            with lock:
+                views[0] += st.views_planned
+                views[1] += st.views_run
             return json.dumps({"path": str(p), "faces": [
                 {"box": d.box.as_list(), "score": d.score, "region": r.as_list()}
-                for d, r in zip(dets, regions)]})
+                for d, r in zip(dets, regions, strict=True)]})
 
         t = time.perf_counter()
         with ThreadPoolExecutor(a.workers) as ex:

@@ -59,6 +59,8 @@ def detect_params(cfg: Config) -> DetectParams:
     prof = PROFILES[cfg.detect.profile]
     man = models.load_manifest()
     d = cfg.detect
+    min_score = d.min_score or prof.min_score
+    low_score = min(prof.low_score, min_score)
     return DetectParams(
         plan=PlanParams(
             whole_model=prof.whole_model,
@@ -70,15 +72,18 @@ def detect_params(cfg: Config) -> DetectParams:
             face_lo=prof.face_lo,
             face_hi=prof.face_hi,
             max_upscale=prof.max_upscale,
+            fine_face_lo=prof.fine_face_lo,
+            max_views=prof.max_views,
+            views_per_mp=prof.views_per_mp,
         ),
-        min_score=d.min_score or prof.min_score,
-        candidate_score=min(d.min_score or prof.min_score, prof.candidate_score),
+        min_score=min_score,
+        candidate_score=min(low_score, prof.candidate_score),
         nms_iou=d.nms_iou,
         flat_std=prof.flat_std if d.flat_std < 0 else d.flat_std,
-        verify_model=prof.verify_model,
-        accept_score=prof.accept_score,
-        verify_score=prof.verify_score,
-        verify_face=prof.verify_face,
+        low_score=low_score,
+        min_support=prof.min_support,
+        band_lo=prof.band_lo,
+        band_hi=prof.band_hi,
     )
 
 
@@ -89,8 +94,7 @@ class Pipeline:
         self.cfg = cfg
         self.models_dir = models.resolve_dir(cfg.detect.models_dir)
         params = detect_params(cfg)
-        names = sorted({params.plan.whole_model, params.plan.tile_model,
-                        params.verify_model} - {""})
+        names = sorted({params.plan.whole_model, params.plan.tile_model})
         paths = models.verify_all(self.models_dir, tuple(names))
         man = models.load_manifest()
         runners = {

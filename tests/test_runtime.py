@@ -51,12 +51,16 @@ def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray) -> No
 def test_finds_the_astronaut(astronaut_rgb: np.ndarray) -> None:
     pipe = Pipeline(config.Config())
     dets, regions = pipe.find(astronaut_rgb)
-    assert len(dets) == 1
-    box = dets[0].box
+    # The default profile redacts weak candidates too (privacy first): the face is the
+    # best-scoring one, and the strays are few and weak.
+    assert 1 <= len(dets) <= 3
+    best = max(range(len(dets)), key=lambda i: dets[i].score)
+    box = dets[best].box
     # Eileen Collins' face: eyes at y ~ 100, mouth ~ 145, centred near x 225
     assert 200 < box.center[0] < 250 and 100 < box.center[1] < 140
-    assert 80 < box.width < 140 and dets[0].score > 0.8
-    r = regions[0]
+    assert 80 < box.width < 140 and dets[best].score > 0.8
+    assert all(d.score < 0.7 for i, d in enumerate(dets) if i != best)
+    r = regions[best]
     assert r.x1 <= box.x1 and r.y1 <= box.y1 and r.x2 >= box.x2 and r.y2 >= box.y2
 
 

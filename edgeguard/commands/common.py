@@ -21,6 +21,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="threads per TFLite interpreter")
     p.add_argument("--runtime", choices=config.RUNTIMES, help="TFLite runtime")
     p.add_argument("--min-score", type=float, help="minimum face score (0: profile's)")
+    p.add_argument("--min-face", type=float,
+                   help="smallest face in pixels to plan views for (0: profile's; a huge "
+                        "value leaves only the whole-frame view)")
     p.add_argument("--models-dir", help="folder holding the .tflite models")
     p.add_argument("--mode", choices=config.MODES, help="blur, pixelate or solid")
     p.add_argument("--shape", choices=config.SHAPES, help="ellipse or box")
@@ -32,7 +35,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def load_config(args: argparse.Namespace) -> Config:
     cfg = config.load(args.config)
     cfg = config.override(cfg, "detect", profile=args.profile, threads=args.threads,
-                          runtime=args.runtime, min_score=args.min_score,
+                          runtime=args.runtime, min_score=args.min_score, min_face=args.min_face,
                           models_dir=args.models_dir)
     cfg = config.override(cfg, "redact", mode=args.mode, shape=args.shape,
                           expand=args.expand, outline=args.outline)

@@ -9,10 +9,17 @@ would newly catch are at least ``min_face`` source pixels; the finest level is t
 at which a ``min_face`` face is ``face_lo`` input pixels, the smallest the model finds
 reliably (measured per model, see the README). Tiles overlap by the largest face that
 level is responsible for, so each such face lies wholly inside at least one tile.
+
+The finest level holds most of the views (its tile count grows with the square of its
+scale), so a view budget (``max_views`` + ``views_per_mp`` x megapixels) bounds the cost:
+over budget, the finest level first shows its smallest faces smaller (down to
+``fine_face_lo`` input pixels, where recall drops), then the smallest face planned for
+grows. Small frames are cheap and keep the reliable sizes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -52,31 +59,63 @@ class PlanParams:
     face_lo: float  # smallest face, model-input pixels, the tile model finds reliably
     face_hi: float  # largest face, model-input pixels, a tile level is responsible for
     max_upscale: float  # largest level scale (> 1 upsamples small images)
+    fine_face_lo: float = 0.0  # finest level's face_lo may drop to this (0: face_lo) ...
+    max_views: float = 0.0  # ... while the plan has more views than this (0: no budget)
+    views_per_mp: float = 0.0  # budget added per megapixel of the frame
 
 
-def plan(width: int, height: int, p: PlanParams) -> list[Level]:
+@functools.lru_cache(maxsize=64)  # frames come in a few sizes; the budget search is ~4 ms
+def plan(width: int, height: int, p: PlanParams) -> tuple[Level, ...]:
     """The levels for a ``width`` x ``height`` frame, coarsest first.
 
     Built from the finest level up: the finest level is as coarse as it can be while a
     ``min_face`` face is still ``face_lo`` input pixels; each coarser level takes the
     faces up to ``face_hi`` input pixels, and the next one starts where it stops, until
     the whole-frame view catches everything larger. So every face from ``min_face`` up has
-    a view where it is between ``face_lo`` and ``face_hi`` pixels tall.
+    a view where it is between ``face_lo`` and ``face_hi`` pixels tall (between
+    ``fine_face_lo`` and ``face_hi`` on the finest level of a frame over the view budget,
+    whose smallest planned face may then exceed ``min_face``: see the module docstring).
     """
     if width <= 0 or height <= 0:
         raise ValueError("empty frame")
+    fine_min = p.fine_face_lo if 0 < p.fine_face_lo < p.face_lo else p.face_lo
+    if p.max_views <= 0:
+        return tuple(_plan(width, height, p, fine_min, p.min_face))
+    budget = p.max_views + p.views_per_mp * width * height / 1e6
+    # A view budget: small frames get the reliable face_lo everywhere; larger ones first
+    # shrink the smallest faces' view size down to fine_face_lo, then raise the smallest
+    # face planned for, until the plan fits (cost bounded by max_views, not by frame size).
+    fine, min_face = p.face_lo, p.min_face
+    levels = _plan(width, height, p, fine, min_face)
+    while _views(levels) > budget and (fine > fine_min or min_face < p.min_face * 4):
+        if fine > fine_min:
+            fine = max(fine_min, fine - 0.5)
+        else:
+            min_face *= 1.05
+        levels = _plan(width, height, p, fine, min_face)
+    return tuple(levels)
+
+
+def _views(levels: list[Level] | tuple[Level, ...]) -> int:
+    return sum(len(lv.tiles) for lv in levels)
+
+
+def _plan(width: int, height: int, p: PlanParams, fine_lo: float,
+          min_face: float) -> list[Level]:
+    """The plan whose finest level shows a ``min_face`` face ``fine_lo`` input pixels tall."""
     long_side = max(width, height)
     s0 = min(p.whole_size / long_side, p.max_upscale)
     w0, h0 = max(1, round(width * s0)), max(1, round(height * s0))
     whole_lo = p.whole_face_lo / s0  # smallest face the whole-frame view catches
     tiled: list[tuple[float, float, float]] = []  # (scale, face lo, face hi) fine -> coarse
-    lo = p.min_face
+    lo = min_face
     while lo < whole_lo:
-        scale = min(p.face_lo / lo, p.max_upscale)
+        face_lo = p.face_lo if tiled else fine_lo
+        scale = min(face_lo / lo, p.max_upscale)
         if scale <= s0:  # the whole-frame view already shows these faces large enough
             break
         hi = p.face_hi / scale
-        tiled.append((scale, p.face_lo / scale, hi))
+        tiled.append((scale, face_lo / scale, hi))
         if hi <= lo:  # cannot make progress (upscale cap): nothing finer is possible
             break
         lo = hi
@@ -122,20 +161,52 @@ def tile_is_flat(grey_small: np.ndarray, factor: float, x: int, y: int, size: in
     return patch.size == 0 or float(patch.std()) < min_std
 
 
-def merge(boxes: np.ndarray, scores: np.ndarray, iou: float,
-          contain: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
-    """Merge detections of the same face found in several views.
+def weighted_clusters(boxes: np.ndarray, scores: np.ndarray,
+                      iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's weighted NMS (as :func:`~edgeguard.detect.blazeface.weighted_nms`), also
+    returning each cluster's *support*: the sum of its members' scores.
 
-    Weighted NMS (as MediaPipe) by IoU, then containment: a box lying mostly (``contain``
-    of its area) inside a higher-scoring kept box is a partial view of the same face (cut
-    by a tile border, or a part found at a finer scale) and is dropped *only after* the
-    kept box has been grown to cover it, so no redacted pixel is lost by merging.
+    A real face fires several anchors in every view that shows it, and usually in more
+    than one view (overlapping tiles, adjacent levels); a false detection mostly fires
+    one weak anchor once. The support separates the two where the best score alone
+    cannot (see benchmarks/tune.py).
     """
-    from edgeguard.detect.blazeface import weighted_nms
+    if boxes.shape[0] == 0:
+        return boxes, scores, scores.copy()
+    order = np.argsort(-scores, kind="stable")
+    boxes = boxes[order]
+    scores = scores[order]
+    out_b: list[np.ndarray] = []
+    out_s: list[float] = []
+    out_sum: list[float] = []
+    remaining = np.arange(boxes.shape[0])
+    while remaining.size:
+        top = remaining[0]
+        overlap = iou_one_to_many(boxes[top], boxes[remaining])
+        group = remaining[overlap > iou]
+        if group.size == 0 or group[0] != top:
+            group = np.concatenate([[top], group[group != top]])
+        w = scores[group][:, None]
+        out_b.append((boxes[group] * w).sum(axis=0) / w.sum())
+        out_s.append(float(scores[top]))
+        out_sum.append(float(w.sum()))
+        remaining = remaining[overlap <= iou]
+        remaining = remaining[remaining != top]
+    return (np.stack(out_b).astype(np.float32), np.asarray(out_s, np.float32),
+            np.asarray(out_sum, np.float32))
 
-    kb, ks = weighted_nms(boxes, scores, iou)
+
+def absorb_contained(boxes: np.ndarray, scores: np.ndarray,
+                     contain: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Absorb boxes lying mostly (``contain`` of the smaller's area) inside a better one.
+
+    Such a box is a partial view of the same face (cut by a tile border, or a part found
+    at a finer scale). It is dropped *only after* the kept box has been grown to cover it,
+    so no redacted pixel is lost. ``boxes`` must be sorted best first.
+    """
+    kb = boxes.copy()
     if kb.shape[0] < 2:
-        return kb, ks
+        return kb, scores
     keep = np.ones(kb.shape[0], bool)
     for i in range(kb.shape[0]):  # best first
         if not keep[i]:
@@ -152,13 +223,29 @@ def merge(boxes: np.ndarray, scores: np.ndarray, iou: float,
             area_b = (b[2] - b[0]) * (b[3] - b[1])
             area_a = (a[2] - a[0]) * (a[3] - a[1])
             if inter >= contain * min(area_a, area_b):
-                # grow the kept box to the union, keep the best score
                 kb[i, 0] = min(a[0], b[0])
                 kb[i, 1] = min(a[1], b[1])
                 kb[i, 2] = max(a[2], b[2])
                 kb[i, 3] = max(a[3], b[3])
                 keep[j] = False
-    return kb[keep], ks[keep]
+    return kb[keep], scores[keep]
 
 
-__all__ = ["Level", "PlanParams", "iou_one_to_many", "merge", "plan", "tile_is_flat"]
+def merge(boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float = 0.6, *,
+          min_score: float = 0.0, low_score: float | None = None,
+          min_support: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Merge detections of the same face found in several views, and decide which to keep.
+
+    Weighted NMS (as MediaPipe) by IoU; a cluster is kept when its best score reaches
+    ``min_score``, or when it reaches ``low_score`` and its support (sum of member scores,
+    see :func:`weighted_clusters`) reaches ``min_support``. Kept boxes then absorb partial
+    views of the same face (:func:`absorb_contained`).
+    """
+    kb, ks, support = weighted_clusters(boxes, scores, iou)
+    low = min_score if low_score is None else min(low_score, min_score)
+    keep = (ks >= min_score) | ((ks >= low) & (support >= min_support))
+    return absorb_contained(kb[keep], ks[keep], contain)
+
+
+__all__ = ["Level", "PlanParams", "absorb_contained", "merge", "plan", "tile_is_flat",
+           "weighted_clusters"]
