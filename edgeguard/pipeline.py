@@ -169,7 +169,9 @@ class Pipeline:
         dets, regions = self.redact_frame(rgb)
         t2 = time.perf_counter()
         fmt = codec.output_format(img.format, out.format)
-        data = codec.encode(rgb, fmt, quality=out.jpeg_quality, exif=img.exif or None)
+        # consume: the redacted frame is not used again, so JPEG conversion may reuse it
+        data = codec.encode(rgb, fmt, quality=out.jpeg_quality, exif=img.exif or None,
+                            consume=True)
         t3 = time.perf_counter()
         return Redacted(data, fmt, codec.suffix_for(fmt), img.width, img.height, tuple(dets),
                         tuple(regions), {"decode": (t1 - t0) * 1e3, "detect_redact":
