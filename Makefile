@@ -15,10 +15,11 @@ PYTEST_ARGS ?=
 TFLITE_TESTS := tests/test_runtime.py tests/test_oracle.py tests/test_cli.py tests/test_codec.py \
 	tests/test_redact.py
 # Debian packages: python3-venv (venv on Debian), systemd-container + debootstrap (system
-# tests in a booted systemd), ca-certificates (downloads inside the test container).
-APT_PACKAGES := python3-venv systemd-container debootstrap ca-certificates
+# tests in a booted systemd), ca-certificates (downloads inside the test container),
+# chromium (the web page's browser tests, driven by Playwright; never `playwright install`).
+APT_PACKAGES := python3-venv systemd-container debootstrap ca-certificates chromium
 
-.PHONY: run test test-fast test-system test-tflite-env lint bench bench-quick peers models apt clean help
+.PHONY: run test test-fast test-system test-tflite-env camera-test-env lint bench bench-quick peers models apt clean help
 
 help:
 	@echo "make run | test | test-fast | test-tflite | lint | bench | peers | models | clean"
@@ -37,7 +38,7 @@ $(APT_STAMP):
 $(STAMP): pyproject.toml | $(APT_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[litert,test]'
+	$(PY) -m pip install -q -e '.[litert,test,web]'
 	@touch $@
 
 models: $(MODELS_STAMP)
@@ -55,11 +56,18 @@ $(TFLITE_STAMP): pyproject.toml | $(APT_STAMP)
 	  $(TFLITE_VENV)/bin/python -m pip install -q -e '.[tflite,test,oracle]' && touch $@; \
 	else echo "Python >= 3.12: tflite-runtime 2.14 has no wheels; its tests are skipped"; fi
 
+# The real picamera2 on a build machine (Debian's python3-libcamera + a pykms stub in tests).
+CAMERA_STAMP := $(VENV)/.camera-test
+camera-test-env: $(CAMERA_STAMP)
+$(CAMERA_STAMP): $(STAMP) tools/camera-test-env.sh
+	bash tools/camera-test-env.sh $(VENV)
+	@touch $@
+
 # --- the two commands -----------------------------------------------------------------
 run: $(MODELS_STAMP)
 	$(VENV)/bin/edgeguard run
 
-test: $(MODELS_STAMP) test-tflite-env
+test: $(MODELS_STAMP) test-tflite-env camera-test-env
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 	@if [ -f $(TFLITE_STAMP) ]; then \
 	  EDGEGUARD_RUNTIME=tflite EDGEGUARD_REQUIRE_ORACLE=1 $(TFLITE_VENV)/bin/python -m pytest -q \

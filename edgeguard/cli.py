@@ -55,7 +55,7 @@ def _load_commands() -> None:
 
 
 # Long-running commands log their progress; one-shot commands only warnings and errors.
-_CHATTY = {"run", "bench", "models"}
+_CHATTY = {"run", "bench", "models", "web"}
 
 
 def setup_logging(verbose: int, command_name: str) -> None:

@@ -9,6 +9,7 @@ flags override the file through :func:`override`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -43,7 +44,7 @@ class DetectConfig:
                         doc="auto (ai_edge_litert, else tflite_runtime), litert or tflite")
     min_score: float = _opt(0.0, lo=0.0, hi=0.99,
                             doc="minimum face score after merging views; 0: the profile's")
-    min_face: float = _opt(0.0, lo=0.0, hi=10_000.0,
+    min_face: float = _opt(0.0, lo=0.0, hi=1_000_000.0,
                            doc="smallest face (pixels) the search plans views for; "
                                "0: the profile's")
     flat_std: float = _opt(-1.0, lo=-1.0, hi=255.0,
@@ -109,6 +110,89 @@ class DaemonConfig:
                                   "not writable (the wait doubles from 1 s)")
 
 
+CAMERA_POLICIES = ("blank", "drop")
+VIDEO_FORMATS = ("mp4", "mkv")
+CAMERA_SEARCHES = ("full", "whole")
+# none | auto | picamera2[:N] | v4l2:N | file:PATH (checked here so a bad spec fails at load)
+_CAMERA_SOURCE = re.compile(r"none|auto|picamera2(:\d+)?|v4l2:\d+|file:.+")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = _opt("none", doc="none (inbox only), auto (a camera if there is one), "
+                                   "picamera2[:N], v4l2:N (USB webcam) or file:PATH (a video "
+                                   "or a folder of images played as a camera)")
+    require: bool = _opt(False, doc="refuse to start when no camera is found (else the "
+                                    "inbox runs alone)")
+    main_size: tuple[int, int] = _opt((1280, 720), doc="full-resolution stream (video and "
+                                                       "stills), width and height; file: "
+                                                       "sources keep their own size")
+    lores_size: tuple[int, int] = _opt((384, 216), doc="reduced stream detection runs on every "
+                                                       "frame; keep main's aspect ratio and a "
+                                                       "width that is a multiple of 128 (the "
+                                                       "ISP's alignment on a Pi 5)")
+    lores_search: str = _opt("full", choices=CAMERA_SEARCHES,
+                             doc="per-frame search on the lores frame: full (the profile's "
+                                 "views, finds smaller faces) or whole (one view, faster)")
+    fps: float = _opt(15.0, lo=1.0, hi=120.0, doc="camera frame rate (and the video's)")
+    persist_s: float = _opt(1.0, lo=0.0, hi=30.0,
+                            doc="a face's region stays this long after it was last detected, "
+                                "following its motion")
+    failure_policy: str = _opt("blank", choices=CAMERA_POLICIES,
+                               doc="a frame whose detection failed or came too late: blank "
+                                   "(black frame) or drop; a raw frame is never written")
+    max_frame_age_s: float = _opt(2.0, lo=0.05, hi=60.0,
+                                  doc="a frame older than this when its detection ends counts "
+                                      "as fallen behind (the failure policy applies)")
+    still_interval_s: float = _opt(0.0, lo=0.0, hi=86_400.0,
+                                   doc="a redacted still every this many seconds; 0: off")
+    trigger_file: str = _opt("", doc="a still is taken when this file appears (it is then "
+                                     "removed); empty: off")
+    video: bool = _opt(False, doc="record redacted video segments into the outbox")
+    video_format: str = _opt("mp4", choices=VIDEO_FORMATS,
+                             doc="mp4 (MPEG-4 part 2) or mkv (Motion JPEG)")
+    segment_s: float = _opt(60.0, lo=1.0, hi=86_400.0, doc="length of one video file")
+    video_quota_mb: int = _opt(1024, lo=1, hi=10_000_000,
+                               doc="camera videos in the outbox are kept under this total; "
+                                   "the oldest go first")
+
+    def __post_init__(self) -> None:
+        if not _CAMERA_SOURCE.fullmatch(self.source):
+            raise ConfigError(f"camera.source: {self.source!r} is not none, auto, "
+                              "picamera2[:N], v4l2:N or file:PATH")
+        for key in ("main_size", "lores_size"):
+            w, h = getattr(self, key)
+            if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
+                raise ConfigError(f"camera.{key}: {w}x{h} must be even numbers, 16-16384")
+        if (self.lores_size[0] > self.main_size[0]
+                or self.lores_size[1] > self.main_size[1]):
+            raise ConfigError("camera.lores_size must not be larger than camera.main_size")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """`edgeguard web`: the optional upload page, a separate process from the daemon."""
+
+    listen: str = _opt("127.0.0.1", doc="address the web page listens on (an IP address); "
+                                        "anything but loopback also needs allow_lan = true")
+    port: int = _opt(8080, lo=1, hi=65535, doc="TCP port of the web page")
+    allow_lan: bool = _opt(False, doc="let other machines reach the page (listen on 0.0.0.0 "
+                                      "or a LAN address); off: this machine only")
+    password_file: str = _opt("/etc/edgeguard/web-password",
+                              doc="the sign-in password or token, stored hashed (scrypt); "
+                                  "set it with `edgeguard web --set-password`")
+    max_upload_mb: int = _opt(30, lo=1, hi=2048, doc="largest photo the page accepts (MB)")
+    max_files: int = _opt(20, lo=1, hi=1000,
+                          doc="most photos in one upload, and most of the page's photos "
+                              "waiting in the inbox at once")
+    session_hours: float = _opt(12.0, lo=0.05, hi=720.0, doc="a sign-in lasts this long")
+    login_failures: int = _opt(5, lo=1, hi=1000,
+                               doc="failed sign-ins allowed per client address within "
+                                   "login_window_s; further attempts wait")
+    login_window_s: float = _opt(300.0, lo=1.0, hi=86_400.0,
+                                 doc="the window the failed sign-ins are counted in")
+
+
 @dataclass(frozen=True)
 class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
@@ -116,6 +200,8 @@ class Config:
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = field(default="<defaults>", compare=False)
 
 

@@ -75,6 +75,22 @@ class Processor(Protocol):
     def with_config(self, cfg: Config) -> Processor: ...
 
 
+class Companion(Protocol):
+    """Runs beside the inbox (the camera): started once the daemon holds its lock, stopped
+    in the drain, reported in the state file under ``camera``."""
+
+    @property
+    def failed(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, object]: ...
+
+    def apply(self, cfg: Config, pipe: object = None) -> None: ...
+
+
 class Outcome(Enum):
     DONE = "done"  # output published, input deleted
     FAILED = "failed"  # input moved to failed/ with a reason
@@ -206,6 +222,15 @@ class _Slot:
     current: tuple[Path, float] | None = None
 
 
+def _printable(name: str) -> str:
+    """A file name fit for one log line: control characters (a newline in a name could
+    forge a log line) and bytes that are not UTF-8 are shown as escapes."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in name)
+
+
 def _quiet_watchdog(hide_filenames: bool) -> None:
     """watchdog logs every inotify event, with its path, at DEBUG: not with hidden names."""
     logging.getLogger("watchdog").setLevel(logging.WARNING if hide_filenames else logging.NOTSET)
@@ -233,8 +258,10 @@ class Daemon:
                  notify: service.Notify = service.notify,
                  watchdog_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 checkpoint: Checkpoint = no_checkpoint) -> None:
+                 checkpoint: Checkpoint = no_checkpoint,
+                 camera: Companion | None = None) -> None:
         self.cfg = cfg
+        self.camera = camera
         self.paths = paths
         self._processor = processor
         self._load_config = load_config
@@ -246,7 +273,7 @@ class Daemon:
         self.queue = WorkQueue(d.queue_size, clock=clock)
         self.settler = inbox.Settler(d.stable_s, clock=clock)
         self.backoff = Backoff(cap_s=d.retry_max_s, clock=clock)
-        self.journal = Journal(paths.journal)
+        self.journal = Journal(paths.journal, reserve=paths.reserve)
         self.outbox = Outbox(paths.outbox, self.journal, checkpoint=checkpoint)
         self.failed = FailedSink(paths.failed, max_count=d.failed_max_count,
                                  max_age_s=d.failed_max_age_s)
@@ -263,6 +290,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self._needs_rescan = False
         self._backlog = 0
+        self._state_failing = False
         self.clean_exit = True
         _quiet_watchdog(d.hide_filenames)
 
@@ -283,15 +311,15 @@ class Daemon:
         if self.cfg.daemon.hide_filenames:
             return "file#" + hashlib.blake2s(rel.encode(errors="surrogateescape"),
                                              key=self._salt, digest_size=4).hexdigest()
-        return rel
+        return _printable(rel)
 
     def _out_name(self, path: Path) -> str:
         if self.cfg.daemon.hide_filenames:
             return "(name hidden)"
         try:
-            return str(path.relative_to(self.paths.outbox))
+            return _printable(str(path.relative_to(self.paths.outbox)))
         except ValueError:
-            return str(path)
+            return _printable(str(path))
 
     # -- the watcher's entry point ---------------------------------------------------------
 
@@ -324,7 +352,16 @@ class Daemon:
         except Exception as exc:  # the one per-item boundary: a bug fails the item, not us
             trace = "".join(traceback.format_exception(exc))
             logger.error("internal error on %s:\n%s", self._name(path), self._scrub(trace, path))
-            return self._fail(path, f"internal error: {type(exc).__name__}: {exc}")
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        try:
+            return self._fail(path, reason)
+        except Exception as exc:
+            # Recording the failure failed too: the input stays in the inbox (a rescan
+            # retries it) and, above all, this worker thread lives on.
+            trace = "".join(traceback.format_exception(exc))
+            logger.error("cannot move %s to failed/; it stays in the inbox:\n%s",
+                         self._name(path), self._scrub(trace, path))
+            return Outcome.DEFERRED
 
     def _handle(self, path: Path, seen: float) -> Outcome:
         try:
@@ -573,6 +610,7 @@ class Daemon:
             failed_dir=str(self.paths.failed),
             config=self.cfg.source,
             version=__version__,
+            **({"camera": self.camera.status()} if self.camera is not None else {}),
         )
 
     def _write_state(self, state: str) -> dict[str, object]:
@@ -580,7 +618,11 @@ class Daemon:
         try:
             write_state(self.paths.runtime, snap)
         except OSError as exc:
-            logger.warning("cannot write the state file: %s", exc.strerror)
+            if not self._state_failing:  # once per outage: a full tmpfs lasts
+                logger.warning("cannot write the state file: %s", exc.strerror)
+            self._state_failing = True
+        else:
+            self._state_failing = False
         return snap
 
     def _reload(self) -> None:
@@ -623,6 +665,8 @@ class Daemon:
                 self.stats.error(f"reload: {exc}")
                 return
         self.cfg = new
+        if self.camera is not None:
+            self.camera.apply(new, self._processor)
         d = new.daemon
         _quiet_watchdog(d.hide_filenames)
         self.settler.stable_s = d.stable_s
@@ -643,6 +687,8 @@ class Daemon:
     def _run(self) -> int:
         self.journal.open()
         self._recover()
+        if self.camera is not None:
+            self.camera.start()  # StartupError when camera.require finds no camera
         self.watcher.start()  # before the scan: nothing that lands meanwhile is missed
         try:
             self._rescan()
@@ -696,13 +742,18 @@ class Daemon:
             if dead:
                 logger.error("a worker thread died; exiting so systemd restarts us")
                 return 1
+            cam = self.camera.status() if self.camera is not None else {}
+            if self.camera is not None and self.camera.failed and self.cfg.camera.require:
+                logger.error("the required camera failed (%s); exiting so systemd restarts "
+                             "us", cam.get("last_error"))
+                return 1
             healthy = self._healthy(now)
             if (self._watchdog_s is not None and healthy
                     and now - last_ping >= self._watchdog_s / 4):
                 self._notify("WATCHDOG=1")
                 last_ping = now
             key = (self.stats.version, self.queue.counts(), len(self.settler),
-                   self.backoff.failing)
+                   self.backoff.failing, cam.get("frames"), cam.get("stills"), cam.get("state"))
             if now >= next_state and key != last_key:
                 snap = self._write_state("running")
                 last_key = key
@@ -718,6 +769,8 @@ class Daemon:
         self.queue.close()
         self._notify("STOPPING=1")
         self._write_state("stopping")
+        if self.camera is not None:
+            self.camera.stop()  # finishes the open video segment and a still in progress
         deadline = self._clock() + self.cfg.daemon.drain_s
         busy = sum(1 for s in self._slots if s.current is not None)
         if busy:

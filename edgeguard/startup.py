@@ -43,6 +43,11 @@ class Paths:
     def lock(self) -> Path:
         return self.runtime / "daemon.lock"
 
+    @property
+    def reserve(self) -> Path:
+        """Space the journal gives up when the tmpfs is full (see sinks.journal)."""
+        return self.runtime / "journal.reserve"
+
 
 def _user() -> str:
     try:
@@ -161,7 +166,14 @@ def checks(cfg: Config, paths: Paths) -> list[tuple[str, Callable[[], str]]]:
         ("same-fs", lambda: check_same_fs(paths)),
         ("outbox", lambda: check_outbox(paths)),
         ("models", lambda: check_models(cfg)),
+        ("camera", lambda: _check_camera(cfg)),
     ]
+
+
+def _check_camera(cfg: Config) -> str:
+    from edgeguard.camera.loop import check_camera  # lazy: camera adapters load on demand
+
+    return check_camera(cfg)
 
 
 def run_checks(cfg: Config, paths: Paths, *, stop_at_first: bool) -> list[CheckResult]:

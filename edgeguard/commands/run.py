@@ -14,7 +14,6 @@ from edgeguard import config, service, startup
 from edgeguard.cli import command
 from edgeguard.config import Config
 from edgeguard.daemon import Daemon, Processor
-from edgeguard.errors import StartupError
 from edgeguard.pipeline import Redacted
 
 logger = logging.getLogger(__name__)
@@ -85,20 +84,18 @@ def _run_config(args: argparse.Namespace) -> Config:
 @command("run", "run the daemon: watch the inbox, write redacted images to the outbox")(_add)
 def _run(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
-    if cfg.camera.source != "none":
-        # The camera loop joins the daemon in its own change; until then the inbox runs
-        # alone, or not at all when the camera is required.
-        if cfg.camera.require:
-            raise StartupError(f"camera.source = {cfg.camera.source!r} is required, but this "
-                               "daemon runs the inbox only (use --camera none)")
-        logger.warning("camera.source = %r: cameras are not run by this daemon yet; "
-                       "the inbox runs alone", cfg.camera.source)
     paths = startup.resolve_paths(cfg)
     startup.require(cfg, paths)
     processor = build_processor(cfg)
+    camera = None
+    if cfg.camera.source != "none":
+        from edgeguard.camera.loop import CameraService
+
+        pipeline = processor.inner if isinstance(processor, _HangOn) else processor
+        camera = CameraService(cfg, pipeline, paths.outbox)
     reload = (lambda: _run_config(args)) if args.config is not None else None
     daemon = Daemon(cfg, paths, processor, load_config=reload,
-                    watchdog_s=service.watchdog_period())
+                    watchdog_s=service.watchdog_period(), camera=camera)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         logger.info("%s: stopping", signal.Signals(signum).name)
@@ -110,6 +107,9 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+    if camera is not None:
+        # `edgeguard snap`; snap() only bumps a counter, safe in a signal handler.
+        signal.signal(signal.SIGUSR1, lambda signum, frame: camera.snap())
     code = daemon.run()
     if not daemon.clean_exit:
         # A worker is wedged inside native code; interpreter shutdown could wait on it.

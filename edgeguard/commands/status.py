@@ -71,6 +71,10 @@ def render(snap: dict[str, Any], *, running: bool, now: float) -> str:
     else:
         lines.append("last error: none")
     lines.append(f"inbox {snap.get('inbox')}  outbox {snap.get('outbox')}")
+    if "camera" in snap:
+        from edgeguard.camera.status import render_status
+
+        lines.append(render_status(snap["camera"]))
     return "\n".join(lines)
 
 

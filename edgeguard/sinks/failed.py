@@ -4,7 +4,10 @@ failed/ lives on the same tmpfs as the inbox (a start-up check), so moving a fil
 one rename: atomic, never a copy of raw pixels, and crash-safe without a journal. The
 ``NAME.reason`` text is written first; a crash between the two leaves the input in the
 inbox (it is redone) and an orphan reason that :meth:`FailedSink.prune` removes.
-Subfolders are mirrored; a name already taken gets a ``-1``, ``-2``... suffix. Refused
+Subfolders are mirrored; a name already taken gets a ``-1``, ``-2``... suffix, and a name
+too long to take ``.reason`` beside it is shortened (the reason keeps the source name). When
+the tmpfs is full, the raw file still moves (a rename needs no space) and its reason is only
+in the log: refusing to move it would leave the input, and all work, stuck. Refused
 entries (symbolic links, devices, FIFOs, sockets) move the same way: a rename moves the
 link or node itself and never follows or opens it.
 
@@ -15,6 +18,7 @@ The folder is bounded: entries past ``max_count`` (oldest first) or older than
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edgeguard.sinks.fileops import rename_noreplace, write_new
+from edgeguard.sinks.fileops import NAME_MAX, fit_name, rename_noreplace, write_new
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +43,13 @@ _ORPHAN_GRACE_S = 60.0
 @dataclass(frozen=True)
 class Failure:
     path: Path
-    reason_path: Path
+    reason_path: Path | None  # None: no space was left for it (the log has the reason)
 
 
 def _candidate(path: Path, n: int) -> Path:
-    if n == 0:
-        return path
-    return path.with_name(f"{path.stem}-{n}{path.suffix}")
+    tail = path.suffix if n == 0 else f"-{n}{path.suffix}"
+    name = fit_name(path.stem, tail, NAME_MAX - len(REASON_SUFFIX))
+    return path if name == path.name else path.with_name(name)
 
 
 def _reason_of(path: Path) -> Path:
@@ -76,24 +80,35 @@ class FailedSink:
         wanted.parent.mkdir(parents=True, exist_ok=True)
         when = datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds")
         text = f"{reason}\nsource: {rel}\nfailed at: {when}\n"
+        # surrogateescape: a name that is not UTF-8 is written back as its own bytes.
+        data = text.encode(errors="surrogateescape")
         for n in range(MAX_COLLISIONS):
             target = _candidate(wanted, n)
             reason_path = _reason_of(target)
             if os.path.lexists(target) or os.path.lexists(reason_path):
                 continue
+            kept: Path | None = reason_path
             try:
-                write_new(reason_path, text.encode(), mode=0o600)
+                write_new(reason_path, data, mode=0o600)
             except FileExistsError:
                 continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                logger.warning("failed/: no space left for a .reason file; the reason is "
+                               "in the log only")
+                kept = None
             try:
                 rename_noreplace(source, target)
             except FileExistsError:
-                reason_path.unlink(missing_ok=True)
+                if kept is not None:
+                    kept.unlink(missing_ok=True)
                 continue
             except OSError:
-                reason_path.unlink(missing_ok=True)
+                if kept is not None:
+                    kept.unlink(missing_ok=True)
                 raise
-            return Failure(target, reason_path)
+            return Failure(target, kept)
         raise FileExistsError(f"failed/: {MAX_COLLISIONS} names taken for {rel.name}")
 
     def prune(self) -> int:

@@ -21,6 +21,9 @@ from pathlib import Path
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
+# Longest file name (bytes) on Linux file systems; an inbox name may use all of it, so a
+# name the sinks derive from it (a "-1" collision suffix, ".json", ".reason") is shortened.
+NAME_MAX = 255
 
 
 def _load_renameat2() -> object | None:
@@ -57,6 +60,38 @@ def rename_noreplace(src: Path, dst: Path) -> bool:
     os.link(src, dst, follow_symlinks=False)
     os.unlink(src)
     return False
+
+
+def _cut_utf8(raw: bytes, limit: int) -> bytes:
+    """``raw[:limit]`` without a multi-byte UTF-8 character split at the cut."""
+    cut = raw[:limit]
+    end = len(cut)
+    k = 0  # continuation bytes (10xxxxxx) at the end
+    while k < 3 and end - k - 1 >= 0 and cut[end - k - 1] & 0xC0 == 0x80:
+        k += 1
+    if end - k - 1 >= 0:
+        lead = cut[end - k - 1]
+        need = 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else \
+            4 if lead >> 3 == 0b11110 else 1
+        if need > k + 1:
+            cut = cut[: end - k - 1]
+    return cut
+
+
+def fit_name(stem: str, tail: str, limit: int) -> str:
+    """``stem + tail``, the stem shortened so the name takes at most ``limit`` bytes.
+
+    Names are measured as the file system sees them (``os.fsencode``: UTF-8, with the
+    original bytes of a name that is not UTF-8); a character is never cut in half. A
+    ``tail`` (suffix) too long to keep is cut with the rest.
+    """
+    raw_stem, raw_tail = os.fsencode(stem), os.fsencode(tail)
+    if len(raw_stem) + len(raw_tail) <= limit:
+        return stem + tail
+    room = limit - len(raw_tail)
+    if room < 1:
+        return os.fsdecode(_cut_utf8(raw_stem + raw_tail, limit))
+    return os.fsdecode(_cut_utf8(raw_stem, room)) + tail
 
 
 def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:

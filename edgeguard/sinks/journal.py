@@ -22,24 +22,35 @@ Recovery, for every record found at start (``Outbox.recover``):
 
 Where renameat2(RENAME_NOREPLACE) is missing, publishing is a hard link plus unlink of T;
 then T present with a link count above one also means published.
+
+The records share a tmpfs with the inbox. When raw files fill it, no record could be
+written, so no input would be delivered and deleted, and nothing would ever free the space:
+the daemon would wait forever. A small reserve file, made while there is room and kept
+across restarts, is given up on the first "no space" so deliveries (each of which frees
+its input) go on; it is made again once there is room.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import threading
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from edgeguard.sinks.fileops import replace_file
+from edgeguard.sinks.fileops import replace_file, write_new
 
 logger = logging.getLogger(__name__)
 
 WRITING = "writing"
 PUBLISHING = "publishing"
+# Room for a few records (each takes a page, two while it is replaced) per worker.
+RESERVE_BYTES = 64 * 1024
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -78,13 +89,58 @@ class Record:
 
 
 class Journal:
-    """One small JSON file per delivery in flight, replaced atomically at each phase."""
+    """One small JSON file per delivery in flight, replaced atomically at each phase.
 
-    def __init__(self, folder: Path) -> None:
+    ``reserve``: a file of ``RESERVE_BYTES`` on the records' file system (outside
+    ``folder``), removed to make room when a record meets a full file system; None for none.
+    """
+
+    def __init__(self, folder: Path, *, reserve: Path | None = None) -> None:
         self.folder = folder
+        self.reserve = reserve
+        self._reserve_lock = threading.Lock()
+        self._reserve_gone = reserve is not None
 
     def open(self) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._restock()
+
+    def _restock(self) -> None:
+        """Make the reserve if it is missing and there is room (else try again later)."""
+        if self.reserve is None:
+            return
+        with self._reserve_lock:
+            try:
+                if os.lstat(self.reserve).st_size == RESERVE_BYTES:
+                    self._reserve_gone = False
+                    return
+                os.unlink(self.reserve)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                logger.debug("journal: reserve not checked: %s", exc.strerror)
+                return
+            try:
+                write_new(self.reserve, bytes(RESERVE_BYTES), mode=0o600)
+            except OSError as exc:
+                logger.debug("journal: reserve not made: %s", exc.strerror)
+                return
+            self._reserve_gone = False
+
+    def _use_reserve(self) -> bool:
+        """Remove the reserve to free its space; False when there was none to remove."""
+        if self.reserve is None:
+            return False
+        with self._reserve_lock:
+            try:
+                os.unlink(self.reserve)
+            except OSError:
+                return False
+            self._reserve_gone = True
+        logger.warning("journal: no space left on %s (the inbox's tmpfs is full?); using "
+                       "the reserve so deliveries, which free inbox space, go on",
+                       self.folder.parent)
+        return True
 
     def _path(self, rec: Record) -> Path:
         return self.folder / f"{rec.id}.json"
@@ -102,11 +158,18 @@ class Journal:
         return new
 
     def write(self, rec: Record) -> None:
-        replace_file(self._path(rec), rec.to_json(), mode=0o600)
+        try:
+            replace_file(self._path(rec), rec.to_json(), mode=0o600)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE or not self._use_reserve():
+                raise
+            replace_file(self._path(rec), rec.to_json(), mode=0o600)
 
     def drop(self, rec: Record) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(rec))
+        if self._reserve_gone:
+            self._restock()
 
     def records(self) -> list[Record]:
         """Every record left behind; unreadable ones are logged and removed."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeguard.errors import OutputError
-from edgeguard.sinks.fileops import fsync_dir, rename_noreplace, write_new
+from edgeguard.sinks.fileops import NAME_MAX, fit_name, fsync_dir, rename_noreplace, write_new
 from edgeguard.sinks.journal import PUBLISHING, Identity, Journal, Record
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 TMP_PREFIX = ".edgeguard-"
 TMP_SUFFIX = ".tmp"
 MAX_COLLISIONS = 10_000
+SIDECAR_SUFFIX = ".json"
+# An output name leaves room for its sidecar's suffix: inbox names may be 255 bytes long.
+OUTPUT_NAME_MAX = NAME_MAX - len(SIDECAR_SUFFIX)
 
 # Suffixes that already name an output format; an input keeps its own spelling
 # (photo.JPEG stays photo.JPEG) when the output format is the same.
@@ -56,10 +59,14 @@ def output_rel(rel: Path, fmt: str, suffix: str) -> Path:
 
 
 def candidate(path: Path, n: int) -> Path:
-    """``path`` for n == 0, else ``stem-n.ext``: the names tried after a collision."""
-    if n == 0:
-        return path
-    return path.with_name(f"{path.stem}-{n}{path.suffix}")
+    """``path`` for n == 0, else ``stem-n.ext``: the names tried after a collision.
+
+    The stem is shortened where the name (with its sidecar's ``.json``) would pass the
+    file system's 255-byte limit: an over-long name must not look like an outbox outage.
+    """
+    tail = path.suffix if n == 0 else f"-{n}{path.suffix}"
+    name = fit_name(path.stem, tail, OUTPUT_NAME_MAX)
+    return path if name == path.name else path.with_name(name)
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ class Outbox:
         raise OSError(errno.EEXIST, f"{MAX_COLLISIONS} names taken", str(wanted))
 
     def _write_sidecar(self, final: Path, text: str, tmp: Path) -> None:
-        target = final.with_name(final.name + ".json")
+        target = final.with_name(final.name + SIDECAR_SUFFIX)
         try:
             write_new(tmp, text.encode())
             rename_noreplace(tmp, target)
@@ -217,7 +224,7 @@ class Outbox:
             if rec.sidecar is not None and rec.sidecar_tmp:
                 sc_tmp = Path(rec.sidecar_tmp)
                 _unlink_quietly(sc_tmp)
-                if not os.path.lexists(final.with_name(final.name + ".json")):
+                if not os.path.lexists(final.with_name(final.name + SIDECAR_SUFFIX)):
                     self._write_sidecar(final, rec.sidecar, sc_tmp)
             try:
                 _remove_if_same(Path(rec.inbox), rec.identity)

@@ -1,0 +1,1 @@
+"""Helpers for tests/test_web.py: the real web process and a headless Chromium."""
