@@ -238,7 +238,8 @@ def _check_value(where: str, f: dataclasses.Field[Any], value: Any, hint: Any) -
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
             item_hints = list(args)
         value = tuple(
-            _check_value(f"{where}[{i}]", f, v, h) for i, (v, h) in enumerate(zip(value, item_hints))
+            _check_value(f"{where}[{i}]", f, v, h)
+            for i, (v, h) in enumerate(zip(value, item_hints, strict=True))
         )
         if f.name == "color" and not all(0 <= c <= 255 for c in value):
             raise ConfigError(f"{where}: colour values must be 0-255")
@@ -247,7 +248,8 @@ def _check_value(where: str, f: dataclasses.Field[Any], value: Any, hint: Any) -
         raise TypeError(f"union types are not supported in config: {where}")
     meta = f.metadata
     if meta.get("choices") is not None and value not in meta["choices"]:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+        allowed = ", ".join(map(str, meta["choices"]))
+        raise ConfigError(f"{where}: {value!r} is not one of {allowed}")
     if meta.get("lo") is not None and value < meta["lo"]:
         raise ConfigError(f"{where}: {value!r} is below the minimum {meta['lo']}")
     if meta.get("hi") is not None and value > meta["hi"]:
@@ -297,7 +299,7 @@ def load(path: str | Path | None) -> Config:
 
 
 def override(cfg: Config, section: str, **values: Any) -> Config:
-    """Return a copy of ``cfg`` with ``values`` (skipping ``None``) set in ``section``, validated."""
+    """A copy of ``cfg`` with ``values`` (``None`` skipped) set in ``section``, validated."""
     values = {k: v for k, v in values.items() if v is not None}
     if not values:
         return cfg
@@ -321,6 +323,7 @@ def reference() -> str:
             default = f.default
             if isinstance(default, tuple):
                 default = list(default)
-            shown = repr(default).replace("'", '"').replace("True", "true").replace("False", "false")
+            shown = (repr(default).replace("'", '"').replace("True", "true")
+                     .replace("False", "false"))
             lines.append(f"| `{name}.{f.name}` | `{shown}` | {allowed} | {meta.get('doc', '')} |")
     return "\n".join(lines)

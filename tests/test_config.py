@@ -63,7 +63,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_override_validates_and_skips_none() -> None:
     cfg = config.override(config.Config(), "redact", mode="solid", shape=None)
     assert cfg.redact.mode == "solid" and cfg.redact.shape == "ellipse"
-    with pytest.raises(ConfigError, match="command line: redact.expand"):
+    with pytest.raises(ConfigError, match=r"command line: redact\.expand"):
         config.override(cfg, "redact", expand=9.0)
 
 

