@@ -79,7 +79,7 @@ def default_models_dir() -> Path:
     """Where models live when the config does not say.
 
     $EDGEGUARD_MODELS, else the repository's models/ when running from a source checkout,
-    else /var/lib/edgeguard/models (where deploy/install.sh puts them).
+    else /opt/edgeguard/models (where deploy/install.sh puts them).
     """
     env = os.environ.get("EDGEGUARD_MODELS")
     if env:
@@ -87,7 +87,7 @@ def default_models_dir() -> Path:
     repo_models = Path(__file__).resolve().parent.parent / "models"
     if (repo_models / "manifest.toml").is_file():
         return repo_models
-    return Path("/var/lib/edgeguard/models")
+    return Path("/opt/edgeguard/models")
 
 
 def resolve_dir(configured: str) -> Path:

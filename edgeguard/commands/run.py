@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -78,11 +79,15 @@ def build_processor(cfg: Config) -> Processor:
 
 
 def _run_config(args: argparse.Namespace) -> Config:
-    return config.override(load_config(args), "camera", source=args.camera)
+    cfg = config.override(load_config(args), "camera", source=args.camera)
+    return startup.fit_to_memory(cfg)  # at start and on every reload
 
 
 @command("run", "run the daemon: watch the inbox, write redacted images to the outbox")(_add)
 def _run(args: argparse.Namespace) -> int:
+    # When the watchdog kills a hung daemon (SIGABRT), every thread's stack goes to stderr,
+    # which is the journal: with core dumps off that is the only trace of where it hung.
+    faulthandler.enable()
     cfg = _run_config(args)
     paths = startup.resolve_paths(cfg)
     startup.require(cfg, paths)
