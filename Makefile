@@ -19,10 +19,10 @@ TFLITE_TESTS := tests/test_runtime.py tests/test_oracle.py tests/test_cli.py tes
 # chromium (the web page's browser tests, driven by Playwright; never `playwright install`).
 APT_PACKAGES := python3-venv systemd-container debootstrap ca-certificates chromium
 
-.PHONY: run test test-fast test-system test-tflite-env camera-test-env lint bench bench-quick peers models apt clean help
+.PHONY: run test test-fast test-system test-tflite-env camera-test-env lint bench bench-quick peers soak fuzz models apt clean help
 
 help:
-	@echo "make run | test | test-fast | test-tflite | lint | bench | peers | models | clean"
+	@echo "make run | test | test-fast | test-system | lint | bench | bench-quick | peers | soak | fuzz | models | clean"
 
 # --- set-up ---------------------------------------------------------------------------
 apt: $(APT_STAMP)
@@ -81,7 +81,7 @@ test-system: $(MODELS_STAMP)
 	$(VENV)/bin/python -m pytest -q -m system $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edgeguard tests benchmarks
+	$(VENV)/bin/ruff check edgeguard tests benchmarks tools fuzz
 	$(VENV)/bin/mypy edgeguard
 
 # --- measuring --------------------------------------------------------------------------
@@ -93,6 +93,23 @@ bench: $(MODELS_STAMP)
 
 bench-quick: $(MODELS_STAMP)
 	$(VENV)/bin/edgeguard bench --quick --out bench-out/quick
+
+# --- robustness runs (minutes; not part of `make test`) ---------------------------------
+SOAK_ARGS ?= --seconds 240
+FUZZ_SECONDS ?= 300
+
+soak: $(MODELS_STAMP)
+	@mkdir -p .cache
+	$(VENV)/bin/python benchmarks/soak.py $(SOAK_ARGS) --json .cache/soak.json
+
+fuzz: $(STAMP)
+	@mkdir -p .cache/fuzz-corpus .cache/fuzz-artifacts
+	@if ! $(VENV)/bin/python -c 'import atheris' 2>/dev/null \
+	    && ! $(VENV)/bin/pip install -q --only-binary=:all: atheris; then \
+	  echo "no atheris wheel for this Python and platform: fuzzing skipped"; \
+	else $(VENV)/bin/python fuzz/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix=.cache/fuzz-artifacts/ \
+	  .cache/fuzz-corpus; fi
 
 clean:
 	rm -rf $(VENV) $(TFLITE_VENV) .cache models/*.tflite $(MODELS_STAMP) outbox

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeguard import fsutil, models
+from edgeguard import config, fsutil, models
 from edgeguard.config import Config
 from edgeguard.errors import EdgeGuardError, OutputError, StartupError
 from edgeguard.sinks.journal import Journal
@@ -47,6 +47,79 @@ class Paths:
     def reserve(self) -> Path:
         """Space the journal gives up when the tmpfs is full (see sinks.journal)."""
         return self.runtime / "journal.reserve"
+
+
+# What one image costs in memory while it goes through the pipeline, per pixel: the
+# decoded RGB, the decoder's own copy, redaction and encoding buffers. Measured peaks above
+# the idle daemon: 6.8 bytes per pixel for a 64 MP PNG, 6.0 for a 48 MP JPEG.
+BYTES_PER_PIXEL = 8
+# The idle daemon (interpreter, OpenCV, Pillow, models: 77 MB measured) and headroom.
+BASE_BYTES = 160 * 2**20
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def memory_limit(proc: Path = Path("/proc"), cgroup_root: Path = CGROUP_ROOT) -> int | None:
+    """Bytes this process may use: MemTotal, or less where a cgroup (systemd's
+    MemoryMax=) limits it. None when neither can be read."""
+    limits: list[int] = []
+    try:
+        for line in (proc / "meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        groups = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        groups = []
+    for line in groups:
+        _, _, rest = line.partition(":")
+        controllers, sep, rel = rest.partition(":")
+        if not sep:
+            continue
+        if controllers == "":  # cgroup v2: the limit of this group and of every parent
+            folder, name = cgroup_root / rel.lstrip("/"), "memory.max"
+        elif "memory" in controllers.split(","):  # cgroup v1
+            folder, name = cgroup_root / "memory" / rel.lstrip("/"), "memory.limit_in_bytes"
+        else:
+            continue
+        while True:
+            try:
+                text = (folder / name).read_text().strip()
+                if text != "max" and int(text) < 2**60:
+                    limits.append(int(text))
+            except (OSError, ValueError):
+                pass
+            if folder in (cgroup_root, cgroup_root / "memory") or folder == folder.parent:
+                break
+            folder = folder.parent
+    return min(limits) if limits else None
+
+
+def fit_to_memory(cfg: Config, limit: int | None = None) -> Config:
+    """``cfg`` with ``input.max_pixels`` lowered to what ``daemon.workers`` images at once
+    fit in this device's memory (see :func:`memory_limit`), with a warning saying so.
+
+    Without it, one small file that decodes to the default 64 MP (a 60 KB PNG of zeros)
+    takes over 500 MB: on a Pi Zero 2 W the service is killed for memory, restarted, finds
+    the file in the inbox again, and is killed again, for good. Refused instead, it ends in
+    failed/ with its reason.
+    """
+    if limit is None:
+        limit = memory_limit()
+    if limit is None:
+        return cfg
+    workers = cfg.daemon.workers
+    allowed = max(1_000_000, (limit - BASE_BYTES) // (BYTES_PER_PIXEL * workers))
+    if cfg.input.max_pixels <= allowed:
+        return cfg
+    logger.warning("input.max_pixels = %d: %d image(s) that large at once need about %d MB, "
+                   "more than the %d MB this service may use; images above %.1f MP are "
+                   "refused (lower input.max_pixels or daemon.workers to choose)",
+                   cfg.input.max_pixels, workers,
+                   (BASE_BYTES + cfg.input.max_pixels * BYTES_PER_PIXEL * workers) >> 20,
+                   limit >> 20, allowed / 1e6)
+    return config.override(cfg, "input", max_pixels=int(allowed))
 
 
 def _user() -> str:

@@ -140,8 +140,12 @@ class Daemon:
 
 
 def start_daemon(args: list[str], *, workdir: Path, env: dict[str, str] | None = None,
-                 notify: NotifyListener | None = None) -> Daemon:
-    """Start `python -m edgeguard run ARGS` with NOTIFY_SOCKET bound in ``workdir``."""
+                 notify: NotifyListener | None = None,
+                 entry: list[str] | None = None) -> Daemon:
+    """Start `python -m edgeguard run ARGS` with NOTIFY_SOCKET bound in ``workdir``.
+
+    ``entry`` replaces ``-m edgeguard`` (a script that wraps the same CLI, e.g. with fault
+    injection: see helpers/killpoints.py)."""
     listener = notify or NotifyListener(workdir / f"notify-{uuid.uuid4().hex[:6]}.sock")
     log = workdir / f"daemon-{uuid.uuid4().hex[:6]}.log"
     full_env = dict(os.environ)
@@ -151,15 +155,17 @@ def start_daemon(args: list[str], *, workdir: Path, env: dict[str, str] | None =
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env.update(env or {})
     with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeguard", "run", *args], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, *(entry or ["-m", "edgeguard"]), "run", *args],
+                                cwd=REPO,
                                 env=full_env, stdout=fh, stderr=subprocess.STDOUT)
     return Daemon(proc, log, listener)
 
 
 @contextlib.contextmanager
 def running(args: list[str], *, workdir: Path, env: dict[str, str] | None = None,
-            notify: NotifyListener | None = None, ready: bool = True) -> Iterator[Daemon]:
-    d = start_daemon(args, workdir=workdir, env=env, notify=notify)
+            notify: NotifyListener | None = None, ready: bool = True,
+            entry: list[str] | None = None) -> Iterator[Daemon]:
+    d = start_daemon(args, workdir=workdir, env=env, notify=notify, entry=entry)
     try:
         if ready:
             d.wait_ready()

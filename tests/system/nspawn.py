@@ -373,8 +373,10 @@ class Container:
         argv += list(cmd)
         if text and isinstance(input, bytes):
             text = False
+        # A session of its own: a signal sent inside to "process group 0" by mistake must
+        # never reach pytest (nsenter would otherwise share its process group).
         proc = subprocess.run(argv, input=input, capture_output=True, text=text,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, start_new_session=True)
         if check and proc.returncode != 0:
             raise HarnessError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                                f"stdout: {_tail(proc.stdout)}\nstderr: {_tail(proc.stderr)}")

@@ -250,6 +250,7 @@ def test_kill_9_restarts_and_loses_nothing(c: nspawn.Container, astronaut_jpeg: 
                                            astronaut_rgb: np.ndarray) -> None:
     before = c.show(UNIT, "NRestarts", "MainPID")
     pid = int(before["MainPID"])
+    assert pid > 0, "the service is not running"  # kill 0 would signal the whole group
     # Freeze the daemon so that the files are certainly queued, not done, when it dies.
     c.run("kill", "-STOP", str(pid))
     names = [f"crash-{i}.jpg" for i in range(4)]
