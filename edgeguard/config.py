@@ -105,6 +105,9 @@ class DaemonConfig:
                               "pings, so systemd restarts the service")
     drain_s: float = _opt(20.0, lo=0.0, hi=3_600.0,
                           doc="on SIGTERM, images in progress get this long to finish")
+    max_attempts: int = _opt(3, lo=1, hi=1000,
+                             doc="a file the daemon died on (crash, watchdog, out of memory) "
+                                 "this many times goes to failed/ instead of being tried again")
     retry_max_s: float = _opt(60.0, lo=1.0, hi=3_600.0,
                               doc="longest wait between retries while the outbox is full or "
                                   "not writable (the wait doubles from 1 s)")

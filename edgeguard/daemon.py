@@ -49,6 +49,7 @@ from edgeguard.errors import (
     StartupError,
 )
 from edgeguard.pipeline import Redacted
+from edgeguard.sinks.attempts import Attempts
 from edgeguard.sinks.failed import FailedSink
 from edgeguard.sinks.journal import Identity, Journal
 from edgeguard.sinks.outbox import Checkpoint, Outbox, no_checkpoint, output_rel
@@ -274,6 +275,7 @@ class Daemon:
         self.settler = inbox.Settler(d.stable_s, clock=clock)
         self.backoff = Backoff(cap_s=d.retry_max_s, clock=clock)
         self.journal = Journal(paths.journal, reserve=paths.reserve)
+        self.attempts = Attempts(paths.runtime / "attempts", cfg.daemon.max_attempts)
         self.outbox = Outbox(paths.outbox, self.journal, checkpoint=checkpoint)
         self.failed = FailedSink(paths.failed, max_count=d.failed_max_count,
                                  max_age_s=d.failed_max_age_s)
@@ -403,16 +405,24 @@ class Daemon:
         # so nothing can swap the file for a link between our checks and its read.
         source = Path(f"/proc/self/fd/{fd}") if self._fd_paths else path
         processor = self._processor
+        deaths = self.attempts.begin(identity)
         try:
-            result = processor.redact_file(source)
-        except (InputError, DetectionError, RedactionError) as exc:
-            return self._fail(path, str(exc))
-        if Identity.of(os.fstat(fd)) != identity:
-            logger.info("%s changed while it was read; it is taken again once settled",
-                        self._name(path))
-            self.settler.track(path)
-            return Outcome.DEFERRED
-        return self._deliver(path, identity, result, seen)
+            if deaths >= self.attempts.limit:
+                return self._fail(path, f"the daemon stopped {deaths} times while processing "
+                                        "this file (crash, hang or out of memory); it is not "
+                                        "tried again")
+            try:
+                result = processor.redact_file(source)
+            except (InputError, DetectionError, RedactionError) as exc:
+                return self._fail(path, str(exc))
+            if Identity.of(os.fstat(fd)) != identity:
+                logger.info("%s changed while it was read; it is taken again once settled",
+                            self._name(path))
+                self.settler.track(path)
+                return Outcome.DEFERRED
+            return self._deliver(path, identity, result, seen)
+        finally:
+            self.attempts.end(identity)
 
     def _deliver(self, path: Path, identity: Identity, result: Redacted,
                  seen: float) -> Outcome:
@@ -686,6 +696,7 @@ class Daemon:
 
     def _run(self) -> int:
         self.journal.open()
+        self.attempts.open()
         self._recover()
         if self.camera is not None:
             self.camera.start()  # StartupError when camera.require finds no camera

@@ -156,7 +156,9 @@ def _post_mortem(work: Path) -> dict[str, object]:
 @pytest.mark.system
 def test_kill_9_in_every_step_of_an_item_loses_nothing(work: Path,
                                                        faces: dict[int, bytes]) -> None:
-    cfg = config_file(work, stable_s=0.2, workers=1)  # one worker: the step is the only one
+    # One worker: the step is the only one. Each run dies on the first file it takes, so the
+    # same file can be in hand at several deaths: the poison-file guard is lifted here.
+    cfg = config_file(work, stable_s=0.2, workers=1, max_attempts=1000)
     good: dict[str, bytes] = {}
     bad: dict[str, bytes] = {}
     seen: dict[str, dict[str, object]] = {}
@@ -195,7 +197,8 @@ def test_kill_9_in_every_step_of_an_item_loses_nothing(work: Path,
 @pytest.mark.system
 def test_kill_9_at_random_moments_with_images_of_every_size(work: Path,
                                                             faces: dict[int, bytes]) -> None:
-    cfg = config_file(work, stable_s=0.2)
+    # Repeated random kills look like a poison file to the guard: lifted here.
+    cfg = config_file(work, stable_s=0.2, max_attempts=1000)
     rng = random.Random(11)
     phase_log = work / "phases.log"
     good: dict[str, bytes] = {}
