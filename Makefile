@@ -17,7 +17,7 @@ TFLITE_TESTS := tests/test_runtime.py tests/test_oracle.py tests/test_cli.py tes
 # Debian packages: python3-venv (venv on Debian), systemd-container + debootstrap (system
 # tests in a booted systemd), ca-certificates (downloads inside the test container),
 # chromium (the web page's browser tests, driven by Playwright; never `playwright install`).
-APT_PACKAGES := python3-venv systemd-container debootstrap ca-certificates chromium
+APT_PACKAGES := python3-venv systemd-container debootstrap ca-certificates chromium shellcheck
 
 .PHONY: run test test-fast test-system test-tflite-env camera-test-env lint bench bench-quick peers soak fuzz models apt clean help
 
