@@ -35,7 +35,14 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+# Liveness bounds, not speed targets: a shared or emulated (ARM under qemu) machine can be
+# many times slower than a quiet one, and a wait returns as soon as its condition holds,
+# so the bound is generous. EDGEGUARD_TEST_PATIENCE scales every bound further.
+PATIENCE = 4.0 * float(os.environ.get("EDGEGUARD_TEST_PATIENCE", "1"))
+
+
 def wait_for(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> None:
+    timeout *= PATIENCE
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
