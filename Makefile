@@ -19,7 +19,7 @@ TFLITE_TESTS := tests/test_runtime.py tests/test_oracle.py tests/test_cli.py tes
 # chromium (the web page's browser tests, driven by Playwright; never `playwright install`).
 APT_PACKAGES := python3-venv systemd-container debootstrap ca-certificates chromium shellcheck
 
-.PHONY: run test test-fast test-system test-tflite-env camera-test-env lint bench bench-quick peers soak fuzz models apt clean help
+.PHONY: run test test-fast test-system test-arm test-tflite-env camera-test-env lint bench bench-quick peers soak fuzz models apt clean help
 
 help:
 	@echo "make run | test | test-fast | test-system | lint | bench | bench-quick | peers | soak | fuzz | models | clean"
@@ -79,6 +79,11 @@ test-fast: $(MODELS_STAMP)
 
 test-system: $(MODELS_STAMP)
 	$(VENV)/bin/python -m pytest -q -m system $(PYTEST_ARGS)
+
+# arm64 Debian userland under qemu-user (bookworm: Python 3.11 with both runtimes; trixie:
+# 3.13): the model, pipeline and daemon tests with the real aarch64 wheels (root).
+test-arm:
+	bash tests/arm/run.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgeguard tests benchmarks tools fuzz
