@@ -268,11 +268,13 @@ def write_unique(folder: Path, stem: str, suffix: str, data: bytes, *, mode: int
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def remove_stale_temps(folder: Path) -> int:
-    """Delete temporary files an interrupted :func:`atomic_write` left in ``folder``.
+def remove_stale_temps(folder: Path, pattern: re.Pattern[str] = _TEMP_RE,
+                       what: str = "unfinished temporary files") -> int:
+    """Delete temporary files an interrupted writer left in ``folder``.
 
-    Call at start-up, before any writer runs. Only regular files named like our temporary
-    files are touched. Returns how many were removed.
+    Call at start-up, before any writer runs. Only regular files whose names match
+    ``pattern`` (by default :func:`atomic_write`'s temporaries) are touched. Returns how
+    many were removed.
     """
     removed = 0
     try:
@@ -280,14 +282,14 @@ def remove_stale_temps(folder: Path) -> int:
     except FileNotFoundError:
         return 0
     for entry in entries:
-        if _TEMP_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
+        if pattern.match(entry.name) and entry.is_file(follow_symlinks=False):
             try:
                 os.unlink(entry.path)
                 removed += 1
             except FileNotFoundError:
                 pass
     if removed:
-        logger.info("removed %d unfinished temporary files from %s", removed, folder)
+        logger.info("removed %d %s from %s", removed, what, folder)
     return removed
 
 

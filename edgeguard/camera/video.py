@@ -58,21 +58,7 @@ def stamp(wall: float) -> str:
 
 def remove_stale(folder: Path) -> int:
     """Remove unfinished segments a crash left behind; returns how many."""
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    for e in entries:
-        if TEMP_RE.match(e.name) and e.is_file(follow_symlinks=False):
-            try:
-                os.unlink(e.path)
-                removed += 1
-            except FileNotFoundError:
-                pass
-    if removed:
-        logger.info("removed %d unfinished video segment(s) from %s", removed, folder)
-    return removed
+    return fsutil.remove_stale_temps(folder, TEMP_RE, "unfinished video segment(s)")
 
 
 def enforce_quota(folder: Path, quota_bytes: int) -> list[Path]:

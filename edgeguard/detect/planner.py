@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeguard.detect.blazeface import iou_one_to_many
+from edgeguard.detect.blazeface import weighted_clusters
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,41 +159,6 @@ def tile_is_flat(grey_small: np.ndarray, factor: float, x: int, y: int, size: in
     y2 = min(gh, math.ceil((y + size) / factor))
     patch = grey_small[y1:y2, x1:x2]
     return patch.size == 0 or float(patch.std()) < min_std
-
-
-def weighted_clusters(boxes: np.ndarray, scores: np.ndarray,
-                      iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """MediaPipe's weighted NMS (as :func:`~edgeguard.detect.blazeface.weighted_nms`), also
-    returning each cluster's *support*: the sum of its members' scores.
-
-    A real face fires several anchors in every view that shows it, and usually in more
-    than one view (overlapping tiles, adjacent levels); a false detection mostly fires
-    one weak anchor once. The support separates the two where the best score alone
-    cannot (see benchmarks/tune.py).
-    """
-    if boxes.shape[0] == 0:
-        return boxes, scores, scores.copy()
-    order = np.argsort(-scores, kind="stable")
-    boxes = boxes[order]
-    scores = scores[order]
-    out_b: list[np.ndarray] = []
-    out_s: list[float] = []
-    out_sum: list[float] = []
-    remaining = np.arange(boxes.shape[0])
-    while remaining.size:
-        top = remaining[0]
-        overlap = iou_one_to_many(boxes[top], boxes[remaining])
-        group = remaining[overlap > iou]
-        if group.size == 0 or group[0] != top:
-            group = np.concatenate([[top], group[group != top]])
-        w = scores[group][:, None]
-        out_b.append((boxes[group] * w).sum(axis=0) / w.sum())
-        out_s.append(float(scores[top]))
-        out_sum.append(float(w.sum()))
-        remaining = remaining[overlap <= iou]
-        remaining = remaining[remaining != top]
-    return (np.stack(out_b).astype(np.float32), np.asarray(out_s, np.float32),
-            np.asarray(out_sum, np.float32))
 
 
 def absorb_contained(boxes: np.ndarray, scores: np.ndarray,
