@@ -57,8 +57,7 @@ SELECTED=(
 # test_a_full_queue_drops_hints_but_never_files: its polling helper (_tree in test_daemon.py)
 # reads every file it lists, and the daemon renames its temporary files away in between; at
 # emulated speed that race is lost often enough to fail about one run in three.
-DESELECT=(-k "not test_one_interpreter_per_model_created_once
-              and not test_a_full_queue_drops_hints_but_never_files")
+DESELECT=(-k "not test_one_interpreter_per_model_created_once and not test_a_full_queue_drops_hints_but_never_files")
 # tflite-runtime: the runtime adapter, the CLI end to end, the detector's box, and decoding,
 # encoding and redaction again (this venv has numpy 1.26 and opencv 4.11, not 2.x and 5.x).
 TFLITE_SELECTED=(
@@ -212,6 +211,7 @@ case $step in
     test) run_tests ;;
     smoke) service_smoke ;;
     all)
+        # shellcheck source=/dev/null
         say "$(. /etc/os-release; echo "$PRETTY_NAME"), $(python3 -V), $(uname -m), runtime" \
             "$runtime, qemu CPU ${QEMU_CPU:-max}: $(grep -m1 '^Features' /proc/cpuinfo || echo '?')"
         # Each step in its own bash: set -e holds inside it, and one failing does not hide

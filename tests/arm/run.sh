@@ -101,8 +101,9 @@ for tool in debootstrap:debootstrap zstd:zstd; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     say "apt-get install ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
-        || die "cannot install ${missing[*]}"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; then
+        die "cannot install ${missing[*]}"
+    fi
 fi
 mkdir -p "$CACHE"
 
@@ -215,12 +216,12 @@ build_tree() {
 ROOTS=()
 for job in "${JOBS[@]}"; do ROOTS+=("$CACHE/root-$job"); done
 cleanup() {
-    local root pid
+    local root proc
     for root in "${ROOTS[@]}"; do
         # Anything still running inside the tree (a daemon a failed test left) is ours.
-        for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-            if [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$root" ]; then
-                kill -9 "$pid" 2>/dev/null || true
+        for proc in /proc/[0-9]*; do
+            if [ "$(readlink "$proc/root" 2>/dev/null)" = "$root" ]; then
+                kill -9 "${proc#/proc/}" 2>/dev/null || true
             fi
         done
         [ "$KEEP" -eq 1 ] || safe_rm "$root" || true
@@ -250,6 +251,7 @@ test_job() {
     say "$job: $release tree, $runtime runtime"
     # A private mount namespace: every mount below disappears when it ends. The pip cache is
     # shared between jobs and runs (downloads only; every install still happens).
+    # shellcheck disable=SC2016 # expanded by the inner bash
     unshare --mount --propagation private -- /bin/bash -euc '
         root=$1 pipcache=$2 release=$3 runtime=$4 QEMU_CPU=$5
         mount -t proc proc "$root/proc"
