@@ -148,6 +148,10 @@ class WorkQueue:
         with self._cond:
             return path in self._seen
 
+    def in_flight(self, path: Path) -> bool:
+        with self._cond:
+            return path in self._in_flight
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -326,8 +330,12 @@ class Daemon:
     # -- the watcher's entry point ---------------------------------------------------------
 
     def _hint(self, path: Path) -> None:
-        """A path that looks ready (observer thread): queue it unless the queue is full."""
-        self.queue.offer(path)
+        """A path that looks ready (observer thread, settler): queue it unless the queue is
+        full. One in flight is not dropped as a duplicate: its worker may be deferring it
+        (changed while read, still open for writing) and not have let go yet, so it goes
+        back to the settler and is offered again once released."""
+        if not self.queue.offer(path) and self.queue.in_flight(path):
+            self.settler.track(path)
 
     # -- one item ----------------------------------------------------------------------------
 
@@ -735,7 +743,7 @@ class Daemon:
             if self._reload_requested:
                 self._reload()
             for path in self.settler.due():
-                self.queue.offer(path)
+                self._hint(path)
             now = self._clock()
             blocked = self.backoff.remaining() > 0
             room = self.queue.room() * 2 >= self.queue.capacity

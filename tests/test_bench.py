@@ -265,6 +265,25 @@ def test_edgeguard_time_excludes_start_up_measured_on_one_image(tmp_path: Path) 
     assert len(fake.calls) == 3  # start-up is measured once per profile and probe
 
 
+def test_a_slow_probe_cannot_push_the_time_below_what_the_child_measured(tmp_path: Path) -> None:
+    """The probe's start-up comes from another process; when it took longer than the run's
+    own (a busy machine), wall - start-up undercounts. The child's own per-image times are
+    the floor: they were measured around the images and cannot be start-up."""
+    class SlowProbe(FakeChildren):
+        def __call__(self, argv: Sequence[str], **kw: Any) -> ChildRun:
+            run = super().__call__(argv, **kw)
+            slow = 3.0 if len(self.calls) == 1 else 0.0  # the probe is the first call
+            return ChildRun(run.argv, run.returncode, run.wall_s + slow, run.peak_rss_kib,
+                            run.stderr_tail)
+
+    fake = SlowProbe(startup_s=0.5, per_image_s=0.1)
+    r = Runner(repo_root=tmp_path, run=fake, config=tmp_path / "c.toml")
+    m = r.detect([tmp_path / "a.jpg", tmp_path / "b.jpg"], "fast", tmp_path)
+    assert m.startup_s == pytest.approx(3.5)
+    assert m.seconds == pytest.approx(0.2)  # not max(0, 0.7 - 3.5) = 0
+    assert m.s_per_image == pytest.approx(0.1)
+
+
 # -- the report, on a tiny set of real faces ---------------------------------------------
 
 

@@ -147,8 +147,16 @@ def _drop(inbox: Path, rel: str, data: bytes) -> Path:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    """Every file under ``root`` with its bytes; a file renamed away while we look (the
+    daemon's temporary files are) is left out, as it would be a moment later."""
+    tree = {}
+    for p in sorted(root.rglob("*")):
+        try:
+            if p.is_file():
+                tree[str(p.relative_to(root))] = p.read_bytes()
+        except FileNotFoundError:
+            continue
+    return tree
 
 
 def test_existing_and_new_files_are_redacted_and_removed(
@@ -241,6 +249,26 @@ def test_a_file_changed_while_read_is_redone_once(
     _drop(layout.inbox, "g.jpg", b"GROW")
     wait_for(lambda: (layout.outbox / "g.jpg").exists(), 5, "output")
     time.sleep(0.3)
+    assert _tree(layout.outbox) == {"g.jpg": b"REDACTED:GROW and more"}
+    r.stop()
+
+
+def test_a_deferred_file_is_taken_again_even_when_settled_before_its_worker_lets_go(
+        layout: Paths, start: Callable[..., Running]) -> None:
+    """The worker defers a file that changed while read and hands it to the settler; if the
+    settler finds it ready before the worker has released it, the queue must not drop it
+    as a duplicate (it would then wait for the next rescan, a minute away here)."""
+    r = start()
+    queue = r.daemon.queue
+    release = queue.release
+
+    def slow_release(path: Path) -> None:
+        time.sleep(0.5)  # several supervisor ticks with the path still in flight
+        release(path)
+
+    queue.release = slow_release  # type: ignore[method-assign]
+    _drop(layout.inbox, "g.jpg", b"GROW")
+    wait_for(lambda: (layout.outbox / "g.jpg").exists(), 5, "output")
     assert _tree(layout.outbox) == {"g.jpg": b"REDACTED:GROW and more"}
     r.stop()
 

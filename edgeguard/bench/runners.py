@@ -262,15 +262,20 @@ class Runner:
             return Measurement(name, Kind.DETECT, Status.FAILED, len(files), profile=profile,
                                note=run.reason(), wall_s=run.wall_s,
                                peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s)
+        per_image_ms = tuple(_ms_of(lines))
         seconds = run.wall_s - startup if startup is not None else run.wall_s
+        # The start-up comes from another process (the probe); on a busy machine it can take
+        # longer than this run's own start-up, and the difference can even come out below the
+        # time the child itself measured around its images. That time is the floor.
+        seconds = max(seconds, sum(per_image_ms) / 1000.0)
         note = "" if run.ok else run.reason()
         if startup is None:
             note = "; ".join(filter(None, [note, "start-up not measured: time is wall time"]))
         errors = sum(1 for o in lines if "error" in o)
         return Measurement(name, Kind.DETECT, Status.OK, len(files), profile=profile, note=note,
-                           result_path=out, wall_s=run.wall_s, seconds=max(0.0, seconds),
+                           result_path=out, wall_s=run.wall_s, seconds=seconds,
                            startup_s=startup, peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s,
-                           per_image_ms=tuple(_ms_of(lines)),
+                           per_image_ms=per_image_ms,
                            extra={"errors": errors, "returncode": run.returncode})
 
     def blur(self, files: Sequence[Path], profile: str, workdir: Path) -> Measurement:
