@@ -212,7 +212,10 @@ path-exclude=/usr/share/man/*
 path-exclude=/usr/share/info/*
 path-exclude=/usr/share/locale/*
 CFG
-    chroot "$root" /debootstrap/debootstrap --second-stage >>"$log" 2>&1 \
+    # In a private mount namespace: the proc and sys debootstrap mounts there vanish with it,
+    # even when the build is interrupted.
+    unshare --mount --propagation private chroot "$root" /debootstrap/debootstrap --second-stage \
+        >>"$log" 2>&1 \
         || { tail -20 "$log"; die "debootstrap second stage failed"; }
     chroot "$root" apt-get clean
     rm -f "$root"/var/cache/apt/*.bin
