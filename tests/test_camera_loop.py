@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.camera import Scene, is_redacted, mean_diff, moving_faces, read_video, similarity
+from helpers.daemon import PATIENCE
 
 from edgeguard import config
 from edgeguard.camera import sources
@@ -101,7 +102,7 @@ def run(cfg: config.Config, pipe: Pipeline, outbox: Path, **kw: object) -> tuple
     svc = CameraService(cfg, pipe, outbox, paced=False, on_output=outs, still_queue=8,
                         **kw)  # type: ignore[arg-type]
     svc.start()
-    svc.join(60)
+    svc.join(60 * PATIENCE)  # stop() before the end would cut the stream short
     svc.stop()
     return svc, outs
 
@@ -239,7 +240,7 @@ def test_snap_and_trigger_file_ask_for_stills(pipe: Pipeline, scene: Scene, tmp_
     svc = CameraService(cfg, pipe, outbox, paced=False, on_output=outs, still_queue=8)
     svc.snap()  # before the first frame: the first frame becomes a still
     svc.start()
-    svc.join(30)
+    svc.join(30 * PATIENCE)
     svc.stop()
     assert [i for _, i in outs.of("still")] == [0]
 
@@ -247,7 +248,7 @@ def test_snap_and_trigger_file_ask_for_stills(pipe: Pipeline, scene: Scene, tmp_
     outs2 = Outputs()
     svc2 = CameraService(cfg, pipe, outbox, paced=False, on_output=outs2, still_queue=8)
     svc2.start()
-    svc2.join(30)
+    svc2.join(30 * PATIENCE)
     svc2.stop()
     assert len(outs2.of("still")) == 1 and not trigger.exists()
     from helpers.images import decode
@@ -262,10 +263,13 @@ def test_stop_is_idempotent_and_finishes_the_segment(pipe: Pipeline, frames_dir:
     cfg = make_cfg(frames_dir)
     outbox = tmp_path / "outbox"
     outbox.mkdir()
-    src = sources.FileSource(frames_dir, lores_size=(384, 216), fps=8.0, paced=True)
+    # Played live at 2 fps: 8 s for the 16 frames. A paced source skips what a slow
+    # consumer missed, so at 8 fps (2 s) a busy machine could reach the end, or write
+    # fewer than 3 frames, before the stop below.
+    src = sources.FileSource(frames_dir, lores_size=(384, 216), fps=2.0, paced=True)
     outs = Outputs()
     with CameraService(cfg, pipe, outbox, source=src, on_output=outs) as svc:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 20 * PATIENCE
         while svc.status()["written"] < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
     svc.stop()

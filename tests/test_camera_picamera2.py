@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers.camera import is_redacted, moving_faces, padded_i420, padded_rgb
+from helpers.daemon import PATIENCE
 
 from edgeguard import config
 from edgeguard.camera import sources
@@ -302,7 +303,7 @@ def test_the_whole_service_on_picamera2_requests(picamera2: ModuleType, pipe: Pi
     svc.start()
     import time
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 20 * PATIENCE
     while (not stills or svc.status()["frames"] < 4) and time.monotonic() < deadline:
         time.sleep(0.05)
     svc.stop()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.daemon import PATIENCE
 
 from edgeguard.cli import main
 from edgeguard.commands.snap import catches
@@ -47,7 +48,7 @@ def setup(tmp_path: Path, pid: int | None, trigger: str = "") -> Path:
     return cfg
 
 
-def wait_for(path: Path, timeout: float = 5.0) -> bool:
+def wait_for(path: Path, timeout: float = 5.0 * PATIENCE) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():

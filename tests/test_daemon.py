@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers.daemon import wait_for
+from helpers.daemon import PATIENCE, wait_for
 
 from edgeguard import config, startup
 from edgeguard.commands.status import render
@@ -91,7 +91,7 @@ class Running:
 
     def stop(self) -> int:
         self.daemon.stop()
-        self.thread.join(10)
+        self.thread.join(10 * PATIENCE)
         assert not self.thread.is_alive()
         return self.result[0]
 
@@ -201,8 +201,9 @@ def test_refused_entries_go_to_failed_without_being_followed(
     if os.geteuid() == 0:  # mknod needs CAP_MKNOD
         os.mknod(layout.inbox / "dev.jpg", stat.S_IFCHR | 0o600, os.makedev(1, 3))
         names.append("dev.jpg")
-    wait_for(lambda: all((layout.failed / f"{n}.reason").exists() for n in names), 5,
-             "refusals")
+    # The .reason is written in place, then the entry renamed in beside it: once every
+    # entry is there, every reason is whole.
+    wait_for(lambda: all(os.path.lexists(layout.failed / n) for n in names), 5, "refusals")
     assert (layout.failed / "link.jpg").is_symlink()
     assert "symbolic link" in (layout.failed / "link.jpg.reason").read_text()
     assert "FIFO" in (layout.failed / "pipe.jpg.reason").read_text()
@@ -257,8 +258,9 @@ def test_a_deferred_file_is_taken_again_even_when_settled_before_its_worker_lets
         layout: Paths, start: Callable[..., Running]) -> None:
     """The worker defers a file that changed while read and hands it to the settler; if the
     settler finds it ready before the worker has released it, the queue must not drop it
-    as a duplicate (it would then wait for the next rescan, a minute away here)."""
-    r = start()
+    as a duplicate (it would then wait for the next rescan, an hour away here: longer than
+    any patience given to the wait below)."""
+    r = start(_cfg(rescan_s=3600.0))
     queue = r.daemon.queue
     release = queue.release
 
@@ -281,7 +283,9 @@ def test_an_unwritable_outbox_pauses_work_and_loses_nothing(
     with caplog.at_level(logging.ERROR, logger="edgeguard.daemon"):
         for i in range(3):
             _drop(layout.inbox, f"k{i}.jpg", b"K")
-        wait_for(lambda: r.daemon.backoff.failing, 5, "the outbox to fail")
+        # The pause starts just before the outage is logged: wait for the line itself.
+        wait_for(lambda: r.daemon.backoff.failing and "stays in the inbox" in caplog.text, 5,
+                 "the outbox to fail")
         time.sleep(1.5)
     assert sorted(_tree(layout.inbox)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
     assert caplog.text.count("stays in the inbox") == 1  # logged once, not per retry
@@ -294,12 +298,14 @@ def test_an_unwritable_outbox_pauses_work_and_loses_nothing(
 
 
 def test_a_stuck_worker_stops_the_watchdog_pings(
-        layout: Paths, start: Callable[..., Running]) -> None:
+        layout: Paths, start: Callable[..., Running], caplog: pytest.LogCaptureFixture) -> None:
     r = start(_cfg(stuck_s=1.0), watchdog_s=0.4)
     wait_for(lambda: r.notes.count("WATCHDOG=1") >= 3, 5, "pings")
-    _drop(layout.inbox, "h.jpg", b"HANG")
-    wait_for(lambda: r.daemon.queue.counts()[1] == 1, 5, "the hang to start")
-    time.sleep(1.5)
+    with caplog.at_level(logging.ERROR, logger="edgeguard.daemon"):
+        _drop(layout.inbox, "h.jpg", b"HANG")
+        # The supervisor logs this in the tick that finds the worker stuck; every ping it
+        # sent before came earlier, from the same thread, so none is after quiet_since.
+        wait_for(lambda: "stuck on h.jpg" in caplog.text, 5, "the worker to count as stuck")
     quiet_since = time.monotonic()
     _drop(layout.inbox, "ok.jpg", b"OK")  # the other worker still works
     wait_for(lambda: (layout.outbox / "ok.jpg").exists(), 5, "the other worker")
@@ -316,7 +322,7 @@ def test_stop_drains_within_its_bound(layout: Paths, start: Callable[..., Runnin
     wait_for(lambda: r.daemon.queue.counts()[1] == 1, 5, "the hang to start")
     t0 = time.monotonic()
     assert r.stop() == 1  # the bound passed with an image still in progress
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 3 * PATIENCE  # the hang is endless: drain_s ended it
     assert (layout.inbox / "h.jpg").exists() and not r.daemon.clean_exit
 
 

@@ -46,6 +46,7 @@ from helpers.appliance import (
     temporaries,
 )
 from helpers.daemon import (
+    PATIENCE,
     REPO,
     Daemon,
     mount_tmpfs,
@@ -172,7 +173,7 @@ def test_kill_9_in_every_step_of_an_item_loses_nothing(work: Path,
         env = {"EDGEGUARD_TEST_KILL_AT": f"{step}:{1 if step == 'fail' else 1 + i % 2}"}
         d = start_daemon(["--config", str(cfg)], workdir=work, env=env, entry=KILLPOINTS)
         try:
-            code = d.proc.wait(60)
+            code = d.proc.wait(60 * PATIENCE)
         finally:
             d.kill9()
             d.notify.close()
@@ -299,8 +300,9 @@ def test_a_full_tmpfs_neither_wedges_the_daemon_nor_loses_a_file(
             os.kill(d.pid, signal.SIGCONT)
         wait_for(lambda: not files(inbox), 60, f"the junk to be failed\n{d.output()[-3000:]}")
         assert set(failures(small / "failed")) == {n.encode() for n in [*cut, *junk]}
-        for name in junk:
-            assert f"{name} moved to failed/: not an image" in d.output()
+        # Each line is logged just after its file left the inbox.
+        wait_for(lambda: all(f"{name} moved to failed/: not an image" in d.output()
+                             for name in junk), 10, f"a line per junk file\n{d.output()[-3000:]}")
         assert "no space left for a .reason file" in d.output()
         assert d.proc.poll() is None
         # 3. Room again (failed/ emptied, as its bounds would): work goes on.
@@ -316,7 +318,7 @@ def test_a_full_tmpfs_neither_wedges_the_daemon_nor_loses_a_file(
 def _one_line_failure(args: list[str], work: Path, needle: str) -> None:
     d = start_daemon(args, workdir=work)
     try:
-        code = d.proc.wait(60)
+        code = d.proc.wait(60 * PATIENCE)
         text = d.output().strip()
     finally:
         d.notify.close()
@@ -449,7 +451,7 @@ def test_a_bug_while_recording_a_failure_does_not_kill_the_worker(tmp_path: Path
         assert (paths.inbox / "a.jpg").exists()  # kept for a later pass, not lost
     finally:
         daemon.stop()
-        t.join(10)
+        t.join(10 * PATIENCE)
     assert result == [0]
 
 

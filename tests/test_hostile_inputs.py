@@ -173,7 +173,10 @@ def _corpus_run(work: Path, rgb: np.ndarray) -> Run:
                                      f"{d.output()[-3000:]}")
             return len(outputs(work / "outbox")) + len(failures(work / "failed")) >= taken
 
-        wait_for(settled, 240, f"{taken} inputs to be settled\n{d.output()[-3000:]}")
+        # An output is published a moment before its input leaves the inbox: wait for that
+        # too (the open writer's file must stay, and is checked below).
+        wait_for(lambda: settled() and set(files(inbox)) <= {b"being-written.jpg"}, 240,
+                 f"{taken} inputs to be settled\n{d.output()[-3000:]}")
         r.dynamic["open_writer_untouched"] = (
             set(files(inbox)) == {b"being-written.jpg"}
             and (inbox / "being-written.jpg").read_bytes() == face[: len(face) // 2])

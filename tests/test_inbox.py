@@ -245,12 +245,16 @@ def test_watcher_settles_a_file_that_appears_without_a_close(
 
 def test_watcher_reports_files_in_new_subfolders(
         watched: tuple[Path, Collected, Settler]) -> None:
-    root, got, _ = watched
+    root, got, settler = watched
     (root / "sub").mkdir()
-    time.sleep(0.2)  # watchdog adds the folder's watch
+    # watchdog adds the folder's watch from its thread; a file made before that is only
+    # found by its scan (a create, settled). A probe shows the watch is there.
+    probe = root / "sub" / "probe.jpg"
+    probe.write_bytes(b"p")
+    wait_for(lambda: probe in settler or probe in got.paths, 5, "the subfolder's watch")
     (root / "sub" / "f.jpg").write_bytes(b"x")
-    wait_for(lambda: [str(p.relative_to(root)) for p in got.paths] == ["sub/f.jpg"], 5,
-             "close in a subfolder")
+    wait_for(lambda: [str(p.relative_to(root)) for p in got.paths if p != probe]
+             == ["sub/f.jpg"], 5, "close in a subfolder")
 
 
 def test_watcher_refuses_links_without_settling(

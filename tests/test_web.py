@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers.daemon import REPO, running, shm_dir, skip_or_fail, wait_for
+from helpers.daemon import PATIENCE, REPO, running, shm_dir, skip_or_fail, wait_for
 from PIL import Image
 
 from edgeguard import codec, config, fsutil, models
@@ -858,7 +858,7 @@ def _page(app: dict[str, Any]) -> Any:
     context = app["browser"].new_context(viewport={"width": 1100, "height": 720},
                                          accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(20_000 * PATIENCE)
     return page
 
 
@@ -902,7 +902,7 @@ def test_browser_signs_in_uploads_a_face_and_downloads_it_redacted(
 
     page.set_input_files("#picker", str(photo))
     row = _row(page, "astronaut portrait.jpg")
-    row.locator(".state.done").wait_for(timeout=30_000)
+    row.locator(".state.done").wait_for(timeout=30_000 * PATIENCE)
     assert row.locator(".state").inner_text() == "redacted"
     page.wait_for_selector("#results figure img[alt='astronaut portrait.jpg']")
     wait_for(lambda: re.search(r"Processed\s+[1-9]", page.locator("#counts").inner_text())
@@ -945,7 +945,7 @@ def test_browser_drag_and_drop_and_refusals(appliance: dict[str, Any],
         zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true,
                                                   cancelable: true}));
     }""", [base64.b64encode(dropped).decode(), "mirrored.png"])
-    _row(page, "mirrored.png").locator(".state.done").wait_for(timeout=30_000)
+    _row(page, "mirrored.png").locator(".state.done").wait_for(timeout=30_000 * PATIENCE)
     assert (work / "outbox" / "mirrored.png").exists()
 
     notes = _stage(app, "holiday.jpg", b"Dear diary, this is not a photo.\n")
@@ -971,7 +971,7 @@ def test_browser_drag_and_drop_and_refusals(appliance: dict[str, Any],
     cut = _stage(app, "cut.bmp", bmp[: len(bmp) // 2])
     page.set_input_files("#picker", str(cut))
     row = _row(page, "cut.bmp")
-    row.locator(".state.failed").wait_for(timeout=30_000)
+    row.locator(".state.failed").wait_for(timeout=30_000 * PATIENCE)
     wait_for(lambda: "truncated" in row.locator(".reason").inner_text(), 10, "the reason")
     assert row.locator(".reason").inner_text() == _daemon_reason(cut.read_bytes(), 10**8)
     assert not (work / "outbox" / "cut.bmp").exists()
@@ -1049,7 +1049,7 @@ def test_readme_screenshot(appliance: dict[str, Any], astronaut_rgb: np.ndarray,
                  _stage(app, "notes.txt", b"not a photo")]
         page.set_input_files("#picker", [str(f) for f in files])
         for name in ("team photo.jpg", "launch.jpg"):
-            _row(page, name).locator(".state.done").wait_for(timeout=30_000)
+            _row(page, name).locator(".state.done").wait_for(timeout=30_000 * PATIENCE)
         _row(page, "notes.txt").locator(".state.refused").wait_for()
         time.sleep(3.5)  # one status refresh
         page.mouse.move(0, 0)

@@ -116,6 +116,7 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        timeout *= PATIENCE  # start-up loads the models: slow on a loaded or emulated machine
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(m == "READY=1" for _, m in self.notify.lines("READY=1")):
@@ -132,7 +133,7 @@ class Daemon:
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        return self.proc.wait(timeout * PATIENCE)
 
     def kill9(self) -> None:
         if self.proc.poll() is None:

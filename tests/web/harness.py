@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.daemon import REPO, NotifyListener, skip_or_fail
+from helpers.daemon import PATIENCE, REPO, NotifyListener, skip_or_fail
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As the machine notes prescribe for a closed network: no background fetches, no GPU.
@@ -44,7 +44,7 @@ def free_port() -> int:
 def set_password(config: Path, secret: str = PASSWORD) -> None:
     proc = subprocess.run([sys.executable, "-m", "edgeguard", "web", "--config", str(config),
                            "--set-password"], input=secret + "\n", text=True,
-                          capture_output=True, cwd=REPO, timeout=60, check=False)
+                          capture_output=True, cwd=REPO, timeout=60 * PATIENCE, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -65,6 +65,7 @@ class WebProcess:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        timeout *= PATIENCE
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.notify.lines("READY=1"):
