@@ -22,6 +22,7 @@ from edgeguard.sinks.fileops import replace_file
 
 STATE_FILE = "state.json"
 LATENCY_WINDOW = 1000  # the percentiles cover the most recent this many images
+RECENT_FAILURES = 50  # the state file names this many recent failures with their reasons
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -56,6 +57,8 @@ class Stats:
         self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._last_error: str | None = None
         self._last_error_at: float | None = None
+        # (inbox-relative name, reason, wall time): what the web page shows per upload.
+        self._recent: deque[tuple[str, str, float]] = deque(maxlen=RECENT_FAILURES)
         self.started_mono = clock()
         self.started_wall = wall()
         self.version = 0  # bumped on every change; the supervisor writes when it moves
@@ -67,13 +70,20 @@ class Stats:
             self._latency.append(latency_s)
             self.version += 1
 
-    def failure(self, reason: str, *, refused: bool = False) -> None:
+    def failure(self, reason: str, *, refused: bool = False, name: str | None = None) -> None:
+        """An item that ended in failed/. ``reason`` is the logged line; ``name`` (None
+        when file names are to stay out of logs and state) with its ``detail`` goes on the
+        recent-failures list."""
         with self._lock:
             if refused:
                 self._c.refused += 1
             self._c.failed += 1
             self._last_error = reason
             self._last_error_at = self._wall()
+            if name is not None:
+                prefix = f"{name}: "
+                detail = reason[len(prefix):] if reason.startswith(prefix) else reason
+                self._recent.append((name, detail, self._last_error_at))
             self.version += 1
 
     def error(self, reason: str) -> None:
@@ -100,6 +110,8 @@ class Stats:
                 "retries": c.retries,
                 "last_error": self._last_error,
                 "last_error_at": self._last_error_at,
+                "recent_failures": [{"name": n, "reason": r, "at": at}
+                                    for n, r, at in self._recent],
                 "latency_ms": {
                     "p50": _ms(percentile(lat, 50)),
                     "p95": _ms(percentile(lat, 95)),

@@ -362,6 +362,27 @@ def test_reload_applies_what_it_can_and_keeps_the_rest(
     r.stop()
 
 
+def test_the_state_file_names_each_recent_failure_with_its_reason(
+        layout: Paths, start: Callable[..., Running]) -> None:
+    """Two failures in a row: the last error names only the second, the list both (the web
+    page shows each upload its own reason)."""
+    r = start()
+    _drop(layout.inbox, "one.jpg", b"BAD")
+    _drop(layout.inbox, "sub/two.jpg", b"BAD")
+    state = layout.runtime / "state.json"
+
+    def recent() -> dict[str, str]:
+        try:
+            snap = json.loads(state.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return {f["name"]: f["reason"] for f in snap.get("recent_failures", [])}
+
+    wait_for(lambda: len(recent()) == 2, 5, "both failures in the state file")
+    assert recent() == {"one.jpg": "not an image (test)", "sub/two.jpg": "not an image (test)"}
+    r.stop()
+
+
 def test_hidden_file_names_stay_out_of_the_logs(
         layout: Paths, start: Callable[..., Running], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
@@ -481,10 +502,13 @@ def test_stats_latency_percentiles_and_counts() -> None:
     stats = Stats(clock=lambda: 10.0, wall=lambda: 1000.0)
     for ms in range(1, 101):
         stats.done(faces=2, latency_s=ms / 1000)
-    stats.failure("x.jpg: not an image")
+    stats.failure("x.jpg: not an image", name="x.jpg")
+    stats.failure("(name hidden): not an image")  # hide_filenames: not on the list
     snap = stats.snapshot(queued=3, in_flight=1)
+    assert snap["recent_failures"] == [{"name": "x.jpg", "reason": "not an image",
+                                        "at": 1000.0}]
+    assert snap["last_error"] == "(name hidden): not an image"
     assert snap["latency_ms"] == {"p50": 50.5, "p95": 95.0, "count": 100}
-    assert (snap["processed"], snap["failed"], snap["faces"]) == (100, 1, 200)
-    assert snap["last_error"] == "x.jpg: not an image"
-    assert status_line(snap) == ("processed 100, failed 1, faces 200, queued 3, "
+    assert (snap["processed"], snap["failed"], snap["faces"]) == (100, 2, 200)
+    assert status_line(snap) == ("processed 100, failed 2, faces 200, queued 3, "
                                  "in progress 1")

@@ -309,12 +309,20 @@ def test_tracker_follows_an_upload_to_done_or_failed(tmp_path: Path) -> None:
     (outbox / "me.jpg").write_bytes(b"redacted")
     for name in ("me.jpg", "odd.bmp", "x.jpg"):
         (inbox / name).unlink()
-    state = {"last_error": "odd.bmp: truncated or corrupt BMP", "last_error_at": 501.0}
+    # Two failures close together: the last error names only the second; the list both.
+    state = {"last_error": "y.jpg: not an image", "last_error_at": 501.5,
+             "recent_failures": [
+                 {"name": "odd.bmp", "reason": "an older failure", "at": 400.0},
+                 {"name": "odd.bmp", "reason": "truncated or corrupt BMP", "at": 501.0},
+                 {"name": "y.jpg", "reason": "not an image", "at": 501.5}]}
     tracker.refresh(state)
     assert good.status is uploads.Status.DONE and good.as_dict()["output"] == "me.jpg"
     assert bad.status is uploads.Status.FAILED and bad.reason == "truncated or corrupt BMP"
     assert silent.status is uploads.Status.FAILED and silent.reason is None  # still asking
-    clock.now += tracker.reason_wait_s
+    clock.now += tracker.reason_wait_s - 1
+    tracker.refresh(state)
+    assert silent.reason is None
+    clock.now += 1
     tracker.refresh(state)
     assert silent.reason == uploads.GENERIC_FAILURE
     assert tracker.waiting() == 0

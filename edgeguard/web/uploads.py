@@ -279,8 +279,9 @@ class Tracker:
     inbox: Path
     outbox: Path
     keep: int = 200
-    # How long a failure waits for its reason to show up in the daemon's state file.
-    reason_wait_s: float = 5.0
+    # How long a failure waits for its reason to show up in the daemon's state file (written
+    # every second; the wait is for a daemon too busy to write it, or one that hides names).
+    reason_wait_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _items: collections.OrderedDict[str, Upload] = field(
@@ -318,13 +319,16 @@ class Tracker:
                 u.reason = self._reason(u, state)
 
     def _reason(self, u: Upload, state: dict[str, Any] | None) -> str | None:
-        """The daemon's reason from its state file (last error: ``NAME: reason``)."""
-        if state:
-            text = state.get("last_error") or ""
-            at = state.get("last_error_at") or 0.0
-            prefix = f"{u.name}: "
-            if isinstance(text, str) and text.startswith(prefix) and at >= u.at - 1.0:
-                return text[len(prefix):]
+        """The daemon's reason for this upload from its state file's recent failures (by
+        name, newest first, and not older than the upload: a name can be reused)."""
+        recent = state.get("recent_failures") if state else None
+        if isinstance(recent, list):
+            for entry in reversed(recent):
+                if (isinstance(entry, dict) and entry.get("name") == u.name
+                        and isinstance(entry.get("reason"), str)
+                        and isinstance(entry.get("at"), (int, float))
+                        and entry["at"] >= u.at - 1.0):
+                    return str(entry["reason"])
         if u.gone_at is not None and self.clock() - u.gone_at >= self.reason_wait_s:
             return GENERIC_FAILURE
         return None  # asked again at the next poll
