@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from helpers.daemon import PATIENCE
+
 REPO = Path(__file__).resolve().parents[2]
 
 SUITE = "bookworm"
@@ -305,7 +307,7 @@ class Container:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + self.boot_timeout
+        deadline = time.monotonic() + self.boot_timeout * PATIENCE  # a loaded machine boots slowly
         try:
             self.leader = self._wait_leader(deadline)
             while True:
@@ -332,7 +334,8 @@ class Container:
                             and Path(f"/proc/{child}/comm").read_text().strip() == "systemd"):
                         return child
             time.sleep(0.05)
-        raise HarnessError(f"no container init after {self.boot_timeout}s\n{self.console()}")
+        raise HarnessError(f"no container init after {self.boot_timeout * PATIENCE:.0f}s\n"
+                           f"{self.console()}")
 
     def shutdown(self, timeout: float = 30) -> None:
         proc, self.proc = self.proc, None
@@ -417,6 +420,7 @@ class Container:
     def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = 60,
                  interval: float = 0.25) -> Any:
         """Poll ``predicate()`` until it returns something truthy; fail with ``what``."""
+        timeout *= PATIENCE
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
