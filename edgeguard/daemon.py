@@ -495,8 +495,8 @@ class Daemon:
         except OSError as exc:
             return self._blocked(path, f"failed/ cannot take a file: {exc.strerror or exc}")
         shown = self._scrub(reason, path)
-        self.stats.failure(f"{self._name(path)}: {shown}", refused=refused,
-                           name=None if self.cfg.daemon.hide_filenames else rel.as_posix())
+        self.stats.failure(self._name(path), shown, refused=refused,
+                           listed=None if self.cfg.daemon.hide_filenames else rel.as_posix())
         logger.warning("%s moved to failed/: %s", self._name(path), shown)
         return Outcome.FAILED
 

@@ -70,20 +70,19 @@ class Stats:
             self._latency.append(latency_s)
             self.version += 1
 
-    def failure(self, reason: str, *, refused: bool = False, name: str | None = None) -> None:
-        """An item that ended in failed/. ``reason`` is the logged line; ``name`` (None
-        when file names are to stay out of logs and state) with its ``detail`` goes on the
-        recent-failures list."""
+    def failure(self, shown: str, reason: str, *, refused: bool = False,
+                listed: str | None = None) -> None:
+        """An item that ended in failed/: ``shown`` is its name as logged (escaped, or
+        hidden), ``listed`` its real inbox-relative name for the recent-failures list (None
+        when names are to stay out of the state file)."""
         with self._lock:
             if refused:
                 self._c.refused += 1
             self._c.failed += 1
-            self._last_error = reason
+            self._last_error = f"{shown}: {reason}"
             self._last_error_at = self._wall()
-            if name is not None:
-                prefix = f"{name}: "
-                detail = reason[len(prefix):] if reason.startswith(prefix) else reason
-                self._recent.append((name, detail, self._last_error_at))
+            if listed is not None:
+                self._recent.append((listed, reason, self._last_error_at))
             self.version += 1
 
     def error(self, reason: str) -> None:

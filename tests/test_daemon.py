@@ -502,10 +502,10 @@ def test_stats_latency_percentiles_and_counts() -> None:
     stats = Stats(clock=lambda: 10.0, wall=lambda: 1000.0)
     for ms in range(1, 101):
         stats.done(faces=2, latency_s=ms / 1000)
-    stats.failure("x.jpg: not an image", name="x.jpg")
-    stats.failure("(name hidden): not an image")  # hide_filenames: not on the list
+    stats.failure("x\\n.jpg", "not an image", listed="x\n.jpg")  # logged escaped, listed as is
+    stats.failure("(name hidden)", "not an image")  # hide_filenames: not on the list
     snap = stats.snapshot(queued=3, in_flight=1)
-    assert snap["recent_failures"] == [{"name": "x.jpg", "reason": "not an image",
+    assert snap["recent_failures"] == [{"name": "x\n.jpg", "reason": "not an image",
                                         "at": 1000.0}]
     assert snap["last_error"] == "(name hidden): not an image"
     assert snap["latency_ms"] == {"p50": 50.5, "p95": 95.0, "count": 100}
