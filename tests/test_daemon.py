@@ -27,6 +27,7 @@ from edgeguard.daemon import Backoff, Daemon, WorkQueue, config_changes
 from edgeguard.errors import ConfigError, DecodeError, ModelError, StartupError
 from edgeguard.pipeline import Redacted
 from edgeguard.startup import Paths
+from edgeguard.web.status import read_state
 
 
 class FakeProcessor:
@@ -369,13 +370,9 @@ def test_the_state_file_names_each_recent_failure_with_its_reason(
     r = start()
     _drop(layout.inbox, "one.jpg", b"BAD")
     _drop(layout.inbox, "sub/two.jpg", b"BAD")
-    state = layout.runtime / "state.json"
 
-    def recent() -> dict[str, str]:
-        try:
-            snap = json.loads(state.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+    def recent() -> dict[str, str]:  # as the web page reads it
+        snap = read_state(layout.runtime) or {}
         return {f["name"]: f["reason"] for f in snap.get("recent_failures", [])}
 
     wait_for(lambda: len(recent()) == 2, 5, "both failures in the state file")

@@ -100,6 +100,23 @@ class NotifyListener:
             self.path.unlink()
 
 
+def wait_notified_ready(name: str, proc: subprocess.Popen[bytes], notify: NotifyListener,
+                        output: Callable[[], str], timeout: float) -> None:
+    """Until ``proc`` sends READY=1 to ``notify``; fails at once if it exits first. The
+    timeout is scaled by PATIENCE: start-up loads models, slow on a loaded or emulated
+    machine."""
+    timeout *= PATIENCE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(m == "READY=1" for _, m in notify.lines("READY=1")):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"{name} exited with {proc.returncode} before READY=1:\n"
+                                 f"{output()}")
+        time.sleep(0.02)
+    raise AssertionError(f"{name} sent no READY=1 within {timeout} s:\n{output()}")
+
+
 @dataclass
 class Daemon:
     """One `edgeguard run` process."""
@@ -116,16 +133,7 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        timeout *= PATIENCE  # start-up loads the models: slow on a loaded or emulated machine
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(m == "READY=1" for _, m in self.notify.lines("READY=1")):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode} before "
-                                     f"READY=1:\n{self.output()}")
-            time.sleep(0.02)
-        raise AssertionError(f"no READY=1 within {timeout} s:\n{self.output()}")
+        wait_notified_ready("daemon", self.proc, self.notify, self.output, timeout)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.daemon import PATIENCE, REPO, NotifyListener, skip_or_fail
+from helpers.daemon import PATIENCE, REPO, NotifyListener, skip_or_fail, wait_notified_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As the machine notes prescribe for a closed network: no background fetches, no GPU.
@@ -65,17 +65,7 @@ class WebProcess:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        timeout *= PATIENCE
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.notify.lines("READY=1"):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"edgeguard web exited with {self.proc.returncode}:\n"
-                                     f"{self.output()}")
-            time.sleep(0.02)
-        raise AssertionError(f"edgeguard web sent no READY=1 within {timeout} s:\n"
-                             f"{self.output()}")
+        wait_notified_ready("edgeguard web", self.proc, self.notify, self.output, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
