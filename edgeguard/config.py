@@ -33,6 +33,8 @@ MODES = ("blur", "pixelate", "solid")
 SHAPES = ("ellipse", "box")
 OUTPUT_FORMATS = ("same", "jpeg", "png", "webp")
 RUNTIMES = ("auto", "litert", "tflite")
+VIDEO_AUDIO = ("copy", "drop")
+VIDEO_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class OutputConfig:
     jpeg_quality: int = _opt(90, lo=1, hi=100, doc="JPEG and WebP quality")
     keep_exif: tuple[str, ...] = _opt((), doc="EXIF tag names allowed through (default none)")
     sidecar: bool = _opt(False, doc="write NAME.json beside each output (counts, timings)")
+    video_audio: str = _opt("copy", choices=VIDEO_AUDIO,
+                            doc="a video's first audio track: copy (its packets unchanged) "
+                                "or drop")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,29 @@ class DaemonConfig:
     retry_max_s: float = _opt(60.0, lo=1.0, hi=3_600.0,
                               doc="longest wait between retries while the outbox is full or "
                                   "not writable (the wait doubles from 1 s)")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Videos dropped into the inbox or given to `edgeguard blur` (see README, Video input)."""
+
+    quality: int = _opt(23, lo=0, hi=51, doc="H.264 constant rate factor of the re-encoded "
+                                             "video: lower is better and larger (x264's crf)")
+    preset: str = _opt("veryfast", choices=VIDEO_PRESETS,
+                       doc="x264 speed preset: slower ones make smaller files, not safer ones")
+    hold_frames: int = _opt(3, lo=0, hi=60,
+                            doc="a face found in frame n stays covered this many frames "
+                                "before and after it (following its motion)")
+    max_seconds: float = _opt(1800.0, lo=1.0, hi=86_400.0,
+                              doc="longest video accepted (from the header, before decoding)")
+    max_pixels: int = _opt(2_100_000, lo=1, hi=100_000_000,
+                           doc="largest frame accepted, width x height "
+                               "(default: 1080p; 4K needs about 4x the memory)")
+    max_total_pixels: int = _opt(60_000_000_000, lo=1, hi=10**15,
+                                 doc="largest frame count x frame pixels accepted (bounds the "
+                                     "work one video may take)")
+    keep_metadata: tuple[str, ...] = _opt((), doc="container metadata keys allowed through, "
+                                                  "e.g. [\"creation_time\"] (default none)")
 
 
 CAMERA_POLICIES = ("blank", "drop")
@@ -204,6 +232,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     web: WebConfig = field(default_factory=WebConfig)
     source: str = field(default="<defaults>", compare=False)
 

@@ -36,7 +36,7 @@ import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from edgeguard import __version__, service
 from edgeguard.config import Config
@@ -56,6 +56,7 @@ from edgeguard.sinks.outbox import Checkpoint, Outbox, no_checkpoint, output_rel
 from edgeguard.sources import inbox
 from edgeguard.startup import Paths
 from edgeguard.state import Stats, status_line, write_state
+from edgeguard.video import item as video
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ class Daemon:
         self._needs_rescan = False
         self._backlog = 0
         self._state_failing = False
+        self._videos: dict[Path, video.Meter] = {}  # videos in progress, for the state file
         self.clean_exit = True
         _quiet_watchdog(d.hide_filenames)
 
@@ -419,6 +421,9 @@ class Daemon:
                 return self._fail(path, f"the daemon stopped {deaths} times while processing "
                                         "this file (crash, hang or out of memory); it is not "
                                         "tried again")
+            kind = video.kind_of_fd(fd)
+            if kind is not None:
+                return self._video(path, fd, source, identity, seen, kind)
             try:
                 result = processor.redact_file(source)
             except (InputError, DetectionError, RedactionError) as exc:
@@ -455,6 +460,67 @@ class Daemon:
         self.stats.done(faces=len(result.detections), latency_s=latency)
         logger.info("redacted %s: %d face(s) in %.0f ms -> %s", self._name(path),
                     len(result.detections), latency * 1000.0, self._out_name(delivery.final))
+        return Outcome.DONE
+
+    def _video(self, path: Path, fd: int, source: Path, identity: Identity, seen: float,
+               kind: str) -> Outcome:
+        """A video: redacted straight into the outbox's temporary file (see
+        :mod:`edgeguard.video.item`), published like an image; its progress goes to the state
+        file and refreshes the worker's stuck timer (a long video is not a hung worker)."""
+        from edgeguard.video.probe import output_name
+        from edgeguard.video.transcode import FrameSearch
+
+        rel = path.relative_to(self.paths.inbox)
+        meter = video.Meter(self._name(path), clock=self._clock)
+        slot = next((s for s in self._slots if s.thread is threading.current_thread()), None)
+
+        def progress(done: int, total: int | None) -> None:
+            meter.update(done, total)
+            if slot is not None:
+                slot.current = (path, self._clock())
+            if self._stop.is_set():
+                raise video.Cancelled
+
+        result: video.VideoResult | None = None
+        search = cast("FrameSearch", self._processor)  # the Pipeline: find() and cfg
+
+        def write(tmp: Path) -> None:
+            nonlocal result
+            result = video.write_new_video(source, tmp, kind=kind, search=search,
+                                           progress=progress)
+            if Identity.of(os.fstat(fd)) != identity:
+                raise video.Cancelled("changed while read")
+
+        self._videos[path] = meter
+        try:
+            delivery = self.outbox.deliver(source=path, identity=identity,
+                                           rel_out=output_name(rel, kind), data=write)
+        except (InputError, DetectionError, RedactionError) as exc:
+            return self._fail(path, str(exc))
+        except OutputError as exc:
+            return self._blocked(path, str(exc))
+        except video.Cancelled as exc:
+            logger.info("%s: video %s; it is taken again from the start", self._name(path),
+                        exc or "stopped")
+            if not self._stop.is_set():
+                self.settler.track(path)
+            return Outcome.DEFERRED
+        finally:
+            self._videos.pop(path, None)
+        if self.backoff.success():
+            self._wake.set()
+        try:
+            self.outbox.complete(delivery)
+        except OSError as exc:
+            self._delivered.add(identity)
+            logger.error("%s was delivered but cannot be removed from the inbox (%s); "
+                         "it will not be redone", self._name(path), exc.strerror)
+        assert result is not None
+        latency = self._clock() - seen
+        self.stats.done(faces=result.faces, latency_s=latency)
+        logger.info("redacted video %s: %d frames, %d with faces, %d audio packets in %.1f s "
+                    "-> %s", self._name(path), result.frames, result.face_frames,
+                    result.audio_packets, latency, self._out_name(delivery.final))
         return Outcome.DONE
 
     def _retry_delete(self, path: Path, st: os.stat_result) -> Outcome:
@@ -630,6 +696,7 @@ class Daemon:
             config=self.cfg.source,
             version=__version__,
             **({"camera": self.camera.status()} if self.camera is not None else {}),
+            videos=[m.snapshot() for m in list(self._videos.values())],
         )
 
     def _write_state(self, state: str) -> dict[str, object]:
@@ -773,7 +840,8 @@ class Daemon:
                 self._notify("WATCHDOG=1")
                 last_ping = now
             key = (self.stats.version, self.queue.counts(), len(self.settler),
-                   self.backoff.failing, cam.get("frames"), cam.get("stills"), cam.get("state"))
+                   self.backoff.failing, cam.get("frames"), cam.get("stills"), cam.get("state"),
+                   tuple(m.done for m in list(self._videos.values())))
             if now >= next_state and key != last_key:
                 snap = self._write_state("running")
                 last_key = key

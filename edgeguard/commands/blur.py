@@ -10,14 +10,17 @@ from pathlib import Path
 from edgeguard import fsutil
 from edgeguard.cli import command
 from edgeguard.commands.common import Progress, add_config_flags, expand_inputs, load_config
+from edgeguard.commands.video import blur_video
 from edgeguard.errors import EdgeGuardError
 from edgeguard.pipeline import Pipeline
+from edgeguard.video import item as video_item
 
 logger = logging.getLogger(__name__)
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="image or video files, or folders")
     p.add_argument("-o", "--outdir", type=Path, required=True, help="folder for redacted copies")
     p.add_argument("-j", "--jobs", type=int, default=2, help="images in flight (default 2)")
     p.add_argument("--format", choices=("same", "jpeg", "png", "webp"),
@@ -26,7 +29,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     add_config_flags(p)
 
 
-@command("blur", "redact faces in image files; write metadata-free copies to a folder")(_add)
+@command("blur", "redact faces in images and videos; write metadata-free copies to a folder")(_add)
 def _blur(args: argparse.Namespace) -> int:
     from edgeguard import config
 
@@ -40,6 +43,9 @@ def _blur(args: argparse.Namespace) -> int:
     def one(item: tuple[Path, Path]) -> tuple[Path, Path | None, str | None]:
         src, rel = item
         try:
+            kind = video_item.kind_of_path(src)
+            if kind is not None:
+                return src, blur_video(src, rel, kind, pipe, args.outdir), None
             out = pipe.redact_file(src)
             folder = args.outdir / rel.parent
             folder.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,10 @@ def render(snap: dict[str, Any], *, running: bool, now: float) -> str:
         lines.append(f"last error ({stamp}): {snap['last_error']}")
     else:
         lines.append("last error: none")
+    for v in snap.get("videos") or ():
+        from edgeguard.video.item import describe
+
+        lines.append("video in progress: " + describe(v))
     lines.append(f"inbox {snap.get('inbox')}  outbox {snap.get('outbox')}")
     if "camera" in snap:
         from edgeguard.camera.status import render_status

@@ -41,6 +41,10 @@ _FORMAT_OF_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".png": "p
                      ".webp": "webp", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff",
                      ".gif": "gif"}
 
+Writer = Callable[[Path], None]
+"""Writes an output straight into its temporary path (a video, too large to hold in memory):
+it creates the file exclusively, fsyncs it, and removes it if it fails."""
+
 Checkpoint = Callable[[str], None]
 """Called with a step name between the steps of a delivery; tests raise there to crash."""
 
@@ -101,9 +105,12 @@ class Outbox:
 
     # -- delivering -------------------------------------------------------------------------
 
-    def deliver(self, *, source: Path, identity: Identity, rel_out: Path, data: bytes,
-                sidecar: str | None = None) -> Delivery:
+    def deliver(self, *, source: Path, identity: Identity, rel_out: Path,
+                data: bytes | Writer, sidecar: str | None = None) -> Delivery:
         """Publish ``data`` as ``rel_out`` (or a collision-suffixed name) in the outbox.
+
+        ``data`` is the output's bytes, or a :data:`Writer` that writes it into the
+        temporary path; whatever the writer raises abandons the delivery and propagates.
 
         The caller then calls :meth:`complete` to remove ``source`` from the inbox.
         Raises OutputError with nothing partial left (when the file system allows the
@@ -126,12 +133,18 @@ class Outbox:
                               f"{exc.strerror or exc}") from exc
         self._checkpoint("journal-begun")
         try:
-            write_new(tmp, data)
+            if isinstance(data, bytes):
+                write_new(tmp, data)
+            else:
+                data(tmp)
             self._checkpoint("tmp-written")
             rec, final = self._publish(rec, tmp, self.root / rel_out)
         except OSError as exc:
             self._abandon(rec)
             raise _output_error(exc, "cannot write to the outbox") from exc
+        except BaseException:
+            self._abandon(rec)  # the writer failed (bad input, cancelled): nothing remains
+            raise
         self._checkpoint("published")
         with contextlib.suppress(OSError):
             fsync_dir(folder)
