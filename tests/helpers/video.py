@@ -54,7 +54,7 @@ def render(scene: Scene, picture: np.ndarray) -> Iterator[np.ndarray]:
     small = cv2.resize(picture, (side, side), interpolation=cv2.INTER_AREA)
     for ox, oy in scene.offsets:
         frame = np.full((scene.height, scene.width, 3), 96, np.uint8)
-        frame[20:40, :] = 200  # a fixed stripe: the background, unchanged by redaction
+        frame[2:10, :] = 200  # a fixed stripe above the picture: background, never redacted
         x2, y2 = min(scene.width, ox + side), min(scene.height, oy + side)
         frame[oy:y2, ox:x2] = small[: y2 - oy, : x2 - ox]
         yield frame
@@ -156,6 +156,15 @@ def read_video(path: Path) -> Contents:
                         [dict(s.metadata) for s in c.streams], [s.type for s in c.streams])
 
 
+def header_timing(path: Path) -> tuple[int, float]:
+    """The video stream's frame count and duration in seconds, as its header gives them."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return v.frames, float(v.duration * v.time_base)
+
+
 def rotate_mp4(data: bytes, degrees: int) -> bytes:
     """Set the video track's display matrix (tkhd) to turn the picture ``degrees``
     clockwise, as a phone held upright writes it."""
@@ -183,7 +192,7 @@ def long_header_short_data(path: Path) -> None:
     data = full.read_bytes()
     full.unlink()
     mdat = data.find(b"mdat")
-    path.write_bytes(data[: mdat + 4 + 600])
+    path.write_bytes(data[: mdat + 4 + 3000])
 
 
 def audio_only(path: Path) -> None:
