@@ -38,7 +38,7 @@ $(APT_STAMP):
 $(STAMP): pyproject.toml | $(APT_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[litert,test,web]'
+	$(PY) -m pip install -q -e '.[litert,test,web,video]'
 	@touch $@
 
 models: $(MODELS_STAMP)

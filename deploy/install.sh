@@ -179,7 +179,7 @@ install_package() {
         die "--source $src: no such file or folder"
     fi
     say "installing $(basename "$wheel") with the $EXTRA runtime into $VENV"
-    "${pip[@]}" install -q "${pip_offline_args[@]}" "${wheel}[$EXTRA]" \
+    "${pip[@]}" install -q "${pip_offline_args[@]}" "${wheel}[$EXTRA,video]" \
         || die "pip install failed${WHEELHOUSE:+ (is everything in $WHEELHOUSE?)}"
     # An upgrade with an unchanged version number must still replace the code; the
     # dependencies stay as they are.

@@ -145,14 +145,15 @@ def base_tarball() -> Path:
 def project_requirements() -> list[str]:
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     proj = data["project"]
-    reqs = list(proj["dependencies"]) + list(proj["optional-dependencies"]["litert"])
+    extras = proj["optional-dependencies"]
+    reqs = list(proj["dependencies"]) + list(extras["litert"]) + list(extras["video"])
     return reqs + list(EXTRA_REQUIREMENTS)
 
 
 def wheelhouse(base: Path) -> Path:
     """Wheels for an offline install inside the container, fetched by the tree's own pip.
 
-    Holds the project's dependencies (with the litert extra), setuptools for building the
+    Holds the project's dependencies (with the litert and video extras), setuptools for building the
     project, ansible-core for the playbook test, and the models wheel in models/.
     """
     reqs = project_requirements()
