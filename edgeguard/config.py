@@ -124,7 +124,7 @@ class VideoConfig:
 
     quality: int = _opt(23, lo=0, hi=51, doc="H.264 constant rate factor of the re-encoded "
                                              "video: lower is better and larger (x264's crf)")
-    preset: str = _opt("veryfast", choices=VIDEO_PRESETS,
+    preset: str = _opt("ultrafast", choices=VIDEO_PRESETS,
                        doc="x264 speed preset: slower ones make smaller files, not safer ones")
     hold_frames: int = _opt(3, lo=0, hi=60,
                             doc="a face found in frame n stays covered this many frames "

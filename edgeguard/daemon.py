@@ -299,6 +299,7 @@ class Daemon:
         self._backlog = 0
         self._state_failing = False
         self._videos: dict[Path, video.Meter] = {}  # videos in progress, for the state file
+        self._video_lock = threading.Lock()
         self.clean_exit = True
         _quiet_watchdog(d.hide_filenames)
 
@@ -467,6 +468,18 @@ class Daemon:
         """A video: redacted straight into the outbox's temporary file (see
         :mod:`edgeguard.video.item`), published like an image; its progress goes to the state
         file and refreshes the worker's stuck timer (a long video is not a hung worker)."""
+        if not self._video_lock.acquire(blocking=False):
+            # One video at a time (its memory is the figure the README gives); photos go on
+            # in the other workers, and this one is offered again once settled.
+            self.settler.track(path)
+            return Outcome.DEFERRED
+        try:
+            return self._video_locked(path, fd, source, identity, seen, kind)
+        finally:
+            self._video_lock.release()
+
+    def _video_locked(self, path: Path, fd: int, source: Path, identity: Identity,
+                      seen: float, kind: str) -> Outcome:
         from edgeguard.video.probe import output_name
         from edgeguard.video.transcode import FrameSearch
 

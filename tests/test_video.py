@@ -78,6 +78,26 @@ def test_the_hold_moves_with_the_face_and_grows_back_in_time() -> None:
     assert boxes[7] and max(b.x2 for b in boxes[7]) > 90
 
 
+def test_the_hold_follows_a_fast_small_face_back_to_before_it_was_first_found() -> None:
+    """A 24 px face crossing 20 px per frame, found only from frame 5 on: the frames
+    before are covered where the face really was, not where it was first seen."""
+    def true_box(n: int) -> Box:
+        return Box(100 + 20 * n, 50, 124 + 20 * n, 74)
+
+    hold: Hold[int] = Hold(frames=3, frame_s=1 / 15)
+    out = []
+    for n in range(10):
+        out += hold.push(n, n / 15, [true_box(n)] if n >= 5 else [])
+    out += hold.flush()
+    for n, boxes in out:
+        if n < 2:
+            assert not boxes
+            continue
+        face = true_box(n)
+        assert any(b.x1 <= face.x1 and b.x2 >= face.x2 and b.y1 <= face.y1
+                   and b.y2 >= face.y2 for b in boxes), f"frame {n}"
+
+
 def test_no_hold_passes_frames_straight_through() -> None:
     covered = _covered(Hold(frames=0, frame_s=0.1), {5: [Box(0, 0, 9, 9)]}, 8)
     assert [n for n, k in covered.items() if k] == [5]
@@ -167,10 +187,13 @@ def test_a_video_comes_out_redacted_in_every_frame_with_its_audio_and_timing(
     else:
         assert after.pts == before.pts
         assert after.duration_s == pytest.approx(before.duration_s, abs=1e-6)
+    kept = 0
     for n, (a, b) in enumerate(zip(before.frames, after.frames, strict=True)):
         assert _face_covered(a, b, scene.face_box(n)), f"frame {n}: face not covered"
-        stripe = np.abs(b[2:10].astype(np.int16) - a[2:10]).mean()
-        assert stripe < 8.0, f"frame {n}: background changed ({stripe:.1f})"
+        kept += np.abs(b[2:10].astype(np.int16) - a[2:10]).mean() < 8.0
+    # Not everything is blurred: the background stripe comes out as it went in, in all but
+    # a few frames (low scores are redacted too, to be safe, and held like faces).
+    assert kept >= 0.8 * len(after.frames)
     # Metadata: none of the input's items, in the container's tags or anywhere in the bytes.
     assert set(after.metadata) <= STRUCTURAL
     data = dst.read_bytes()

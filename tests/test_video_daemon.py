@@ -116,7 +116,7 @@ def test_videos_and_hostile_videos_each_end_as_one_output_or_one_failure(
         assert changed > 8.0, f"frame {n}: face not covered"
 
 
-def test_kill_9_during_a_video_redoes_it_from_the_start_and_status_shows_progress(
+def test_kill_9_or_sigterm_during_a_video_redo_it_from_the_start_and_status_shows_progress(
         work: Path, astronaut_rgb: np.ndarray) -> None:
     made = work / "made"
     made.mkdir()
@@ -153,10 +153,17 @@ def test_kill_9_during_a_video_redoes_it_from_the_start_and_status_shows_progres
     # Killed mid-video: nothing published, the raw file still in the inbox.
     assert not [n for n in _names(work / "outbox") if not n.startswith(".edgeguard-")]
     assert _names(work / "inbox") == {"clip.mp4"}
+    # SIGTERM mid-video: the drain stops it at the next frame, exits 0, publishes nothing.
     with running(["--config", str(cfg)], workdir=work) as d2:
-        wait_for(lambda: "clip.mp4" in _names(work / "outbox") and not _names(work / "inbox"),
-                 180, f"the video redone after the restart\n{d2.output()}")
+        wait_for(lambda: any(int(str(v["frames_done"])) >= 5 for v in progress()), 120,
+                 f"video progress after the restart\n{d2.output()}")
         assert d2.stop() == 0
+    assert not [n for n in _names(work / "outbox") if not n.startswith(".edgeguard-")]
+    assert _names(work / "inbox") == {"clip.mp4"}
+    with running(["--config", str(cfg)], workdir=work) as d3:
+        wait_for(lambda: "clip.mp4" in _names(work / "outbox") and not _names(work / "inbox"),
+                 180, f"the video redone after the restarts\n{d3.output()}")
+        assert d3.stop() == 0
     assert _names(work / "outbox") == {"clip.mp4"}  # the partial temporary file is gone
     assert _names(work / "failed") == set()
     out = hv.read_video(work / "outbox/clip.mp4")

@@ -36,7 +36,7 @@ class Scene:
         return ox + x1, oy + y1, ox + x2, oy + y2
 
 
-def moving_scene(frames: int, *, width: int = 480, height: int = 320,
+def moving_scene(frames: int, *, width: int = 480, height: int = 360,
                  scale: float = 0.5) -> Scene:
     """The picture slides left to right and a little down across a grey frame."""
     side = round(512 * scale)
@@ -54,7 +54,7 @@ def render(scene: Scene, picture: np.ndarray) -> Iterator[np.ndarray]:
     small = cv2.resize(picture, (side, side), interpolation=cv2.INTER_AREA)
     for ox, oy in scene.offsets:
         frame = np.full((scene.height, scene.width, 3), 96, np.uint8)
-        frame[2:10, :] = 200  # a fixed stripe above the picture: background, never redacted
+        frame[2:10, :] = 200  # a stripe: flat background
         x2, y2 = min(scene.width, ox + side), min(scene.height, oy + side)
         frame[oy:y2, ox:x2] = small[: y2 - oy, : x2 - ox]
         yield frame
