@@ -59,6 +59,9 @@ class Hold(Generic[T]):
         self._pending: deque[_Pending[T]] = deque()
         self._first: dict[int, tuple[float, Box]] = {}  # track id -> its first sighting
         self._last: dict[int, tuple[float, Box]] = {}  # track id -> its latest sighting
+        # The last k frames' boxes with their motion (pixels per second).
+        self._recent: deque[tuple[float, list[tuple[Box, float, float]]]] = deque(
+            maxlen=max(1, frames))
 
     def push(self, item: T, t: float, found: Sequence[Box]) -> list[tuple[T, list[Box]]]:
         """Take frame ``item`` at stream time ``t`` with the faces ``found`` in it; returns
@@ -66,6 +69,20 @@ class Hold(Generic[T]):
         if not self.frames:
             return [(item, list(found))]
         cover = self.tracker.update(t, list(found))
+        # Forwards, besides the tracker's cover: every box of the last k frames, moved along
+        # its motion and grown, whatever the tracker matched it to since (a false detection
+        # beside the face can pull a track away from it).
+        for seen_t, moving in self._recent:
+            dist = round((t - seen_t) / self.frame_s)
+            if dist > self.frames:
+                continue
+            factor = 1.0 + BACK_GROWTH * dist
+            for box, vx, vy in moving:
+                dt = t - seen_t
+                moved = Box(box.x1 + vx * dt, box.y1 + vy * dt, box.x2 + vx * dt,
+                            box.y2 + vy * dt)
+                cover.append(_union(_grow(moved, factor), _grow(box, factor)))
+        now: list[tuple[Box, float, float]] = []
         for tr in self.tracker.tracks:
             if tr.seen != t:
                 continue  # not seen in this frame
@@ -74,6 +91,7 @@ class Hold(Generic[T]):
             if prev is None or tr.hits == 1:
                 self._first[tr.id] = (t, tr.box)
                 self._back(tr.box, t, 0.0, 0.0, before=t)
+                now.append((tr.box, 0.0, 0.0))
                 continue
             # The motion between the last two sightings (the tracker's own estimate is
             # smoothed and capped for live video; looking back, the measured one is better).
@@ -86,11 +104,13 @@ class Hold(Generic[T]):
             if speed > cap:
                 vx, vy = vx * cap / speed, vy * cap / speed
             self._back(tr.box, t, vx, vy, before=t)
+            now.append((tr.box, vx, vy))
             first = self._first.pop(tr.id, None)
             if first is not None:
                 # The second sighting gives the motion: the frames held back from before
                 # the first sighting get that box moved back along it.
                 self._back(first[1], first[0], vx, vy, before=first[0])
+        self._recent.append((t, now))
         self._pending.append(_Pending(item, t, cover))
         out = []
         # One frame more than the hold is kept back, so that the second sighting can still
