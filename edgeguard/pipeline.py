@@ -18,7 +18,8 @@ import numpy as np
 from edgeguard import codec, models
 from edgeguard.config import Config
 from edgeguard.detect import blazeface as bf
-from edgeguard.detect.detector import DetectParams, FaceDetector
+from edgeguard.detect.detector import DetectParams, FaceDetector, SecondParams
+from edgeguard.detect.dnn import CenterFaceRunner
 from edgeguard.detect.planner import PlanParams
 from edgeguard.detect.profiles import PROFILES
 from edgeguard.detect.runtime import ModelRunner
@@ -60,7 +61,20 @@ def detect_params(cfg: Config) -> DetectParams:
     man = models.load_manifest()
     d = cfg.detect
     min_score = d.min_score or prof.min_score
-    low_score = min(prof.low_score, min_score)
+    # A min_score set in the config is the threshold, for every path (the profile's
+    # low_score would otherwise keep what it rejects).
+    low_score = min_score if d.min_score else min(prof.low_score, min_score)
+    second_model = prof.second_model if d.second_model == "profile" else d.second_model
+    second = None
+    if second_model != "none" and second_model:
+        second = SecondParams(
+            score=d.second_score or prof.second_score,
+            megapixels=d.second_megapixels or prof.second_megapixels,
+            min_scale=prof.second_min_scale,
+            max_scale=prof.second_max_scale,
+            box_scale=prof.second_box_scale,
+            box_shift=prof.second_box_shift,
+        )
     return DetectParams(
         plan=PlanParams(
             whole_model=prof.whole_model,
@@ -84,7 +98,16 @@ def detect_params(cfg: Config) -> DetectParams:
         min_support=prof.min_support,
         band_lo=prof.band_lo,
         band_hi=prof.band_hi,
+        second=second,
+        face_score=prof.face_score,
     )
+
+
+def second_model_name(cfg: Config) -> str:
+    """The manifest name of the second model the config runs, or "" for none."""
+    prof = PROFILES[cfg.detect.profile]
+    name = prof.second_model if cfg.detect.second_model == "profile" else cfg.detect.second_model
+    return "" if name == "none" else name
 
 
 class Pipeline:
@@ -95,7 +118,9 @@ class Pipeline:
         self.models_dir = models.resolve_dir(cfg.detect.models_dir)
         params = detect_params(cfg)
         names = sorted({params.plan.whole_model, params.plan.tile_model})
-        paths = models.verify_all(self.models_dir, tuple(names))
+        second_name = second_model_name(cfg)
+        paths = models.verify_all(self.models_dir, (*names, *([second_name] if second_name
+                                                                else [])))
         man = models.load_manifest()
         runners = {
             n: ModelRunner(paths[n], man.models[n].input_size, man.models[n].num_boxes,
@@ -103,11 +128,15 @@ class Pipeline:
             for n in names
         }
         self.runtime_name = next(iter(runners.values())).runtime_name
-        anchors = {n: bf.generate_anchors(man.models[n].anchors) for n in names}
+        anchors = {n: bf.generate_anchors(man.blazeface(n)[1]) for n in names}
         sizes = {n: man.models[n].input_size for n in names}
-        self.detector = FaceDetector(runners, anchors, sizes, params)
-        logger.info("pipeline ready: profile %s, models %s on %s, %d threads",
-                    cfg.detect.profile, ",".join(names), self.runtime_name, cfg.detect.threads)
+        second = CenterFaceRunner(paths[second_name]) if second_name else None
+        self.model_names = (*names, *([second_name] if second_name else []))
+        self.detector = FaceDetector(runners, anchors, sizes, params, second)
+        logger.info("pipeline ready: profile %s, models %s on %s%s, %d threads",
+                    cfg.detect.profile, ",".join(names), self.runtime_name,
+                    f" + {second_name} on OpenCV DNN" if second_name else "",
+                    cfg.detect.threads)
 
     def with_config(self, cfg: Config) -> Pipeline:
         """A pipeline for a new config, reusing the interpreters when detection is unchanged."""

@@ -29,11 +29,22 @@ def test_runtime_is_the_one_asked_for() -> None:
     assert name == EXPECTED.get(wanted, "ai_edge_litert")
 
 
-def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray) -> None:
+def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    nets: list[str] = []
+    real_read = cv2.dnn.readNetFromONNX
+
+    def counting_read(path: str) -> object:  # the real loader, counted
+        nets.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(cv2.dnn, "readNetFromONNX", counting_read)
     before = runtime.interpreters_created
     pipe = Pipeline(config.Config())
-    used = {pipe.detector.params.plan.whole_model, pipe.detector.params.plan.tile_model,
-            pipe.detector.params.verify_model} - {""}
+    assert [Path(n).name for n in nets] == ["centerface.onnx"]  # the default runs both
+    used = {pipe.detector.params.plan.whole_model, pipe.detector.params.plan.tile_model}
     assert runtime.interpreters_created - before == len(used)
     created = runtime.interpreters_created
     big = np.zeros((1500, 2000, 3), np.uint8)
@@ -41,6 +52,7 @@ def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray) -> No
     for frame in (astronaut_rgb.copy(), big, astronaut_rgb[::2, ::2].copy()):
         pipe.redact_frame(frame)
     assert runtime.interpreters_created == created  # none per image or per view
+    assert len(nets) == 1
     # a config change that leaves detection alone reuses the interpreters
     cfg2 = config.override(config.Config(), "redact", mode="solid")
     pipe2 = pipe.with_config(cfg2)
