@@ -137,3 +137,41 @@ def test_detect_help_has_no_redaction_only_flags(tmp_path: Path,
     # Not taken as an abbreviation of --models-dir either.
     refused = edgeguard("detect", "--mode", "solid", src)
     assert refused.returncode == 2 and "unrecognized arguments: --mode" in refused.stderr
+
+
+def test_float_tiff_nan_and_inf_have_a_defined_mapping_and_no_warning(
+        tmp_path: Path, astronaut_rgb: np.ndarray) -> None:
+    import tifffile
+
+    grey = astronaut_rgb.mean(axis=2).astype(np.float32) / 255.0  # float data in [0, 1]
+    grey[4:36, 4:36] = np.nan  # missing data
+    grey[4:36, 476:508] = np.inf  # saturated
+    grey[40:72, 4:36] = -np.inf
+    src = tmp_path / "thermal.tif"
+    Image.fromarray(grey, mode="F").save(src)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[output]\nsidecar = true\n")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "edgeguard", "blur", "--config", str(cfg),
+                          str(src), "-o", str(out)], capture_output=True, text=True,
+                         env={**ENV, "PYTHONWARNINGS": "error::RuntimeWarning"}, check=False,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "Warning" not in res.stderr
+    regions = json.loads((out / "thermal.tif.json").read_text())["regions"]
+    assert regions and not [r for r in regions if r[0] < 36 and r[1] < 72]
+    assert not [r for r in regions if r[2] > 476 and r[1] < 36]
+    got = np.asarray(Image.open(out / "thermal.tif").convert("RGB")).astype(int)
+    assert (got[4:36, 4:36] == 0).all()  # NaN: black
+    assert (got[4:36, 476:508] == 255).all()  # +inf: white
+    assert (got[40:72, 4:36] == 0).all()  # -inf: black
+    # The rest keeps its own scale (the inf pixels do not flatten it).
+    ref = np.rint(astronaut_rgb.mean(axis=2)[300:340, 200:240]).astype(int)
+    assert np.abs(got[300:340, 200:240, 0] - ref).max() <= 1
+    # A float TIFF Pillow has no mode for is refused as such, not called corrupt.
+    f64 = tmp_path / "double.tif"
+    tifffile.imwrite(f64, grey.astype(np.float64), photometric="minisblack")
+    res = edgeguard("blur", f64, "-o", out)
+    assert res.returncode == 1
+    assert res.stderr == (f"{f64}: TIFF sample format is not supported (bits per sample or "
+                          "sample type; a float TIFF must be one 32-bit channel)\n")
