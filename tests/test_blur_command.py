@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.test_cli import ENV
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}  # as tests/test_cli.py
 
 
 def edgeguard(*args: str | Path) -> subprocess.CompletedProcess[str]:
