@@ -132,12 +132,12 @@ def _blur(args: argparse.Namespace) -> int:
         return _Done(src, written, found=tally(out, confident=confident), note=note)
 
     total = Tally()
-    failures, skipped = len(inputs.missing), 0
+    failed = skipped = 0
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for done in pool.map(one, items):
             progress.step()
             if done.error is not None:
-                failures += 1
+                failed += 1
                 progress.message(f"{done.src}: {done.error}")
                 continue
             if done.skipped is not None:
@@ -153,8 +153,8 @@ def _blur(args: argparse.Namespace) -> int:
                 progress.message(f"{done.src} -> {done.written}: {done.found.text()}",
                                  to=sys.stdout)
     progress.close()
-    redacted = len(items) - failures + len(inputs.missing) - skipped
+    redacted = len(items) - failed - skipped
     print(f"{redacted} of {len(items) + len(inputs.missing)} redacted into {args.outdir}"
           + (f", {skipped} skipped (output exists)" if skipped else "")
           + f": {total.text(confident)}")
-    return EXIT_FAILED if failures else EXIT_OK
+    return EXIT_FAILED if failed or inputs.missing else EXIT_OK
