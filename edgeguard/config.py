@@ -9,6 +9,7 @@ flags override the file through :func:`override`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import tomllib
 import types
@@ -270,25 +271,71 @@ def _check_value(where: str, f: dataclasses.Field[Any], value: Any, hint: Any) -
     return value
 
 
-def _build_section(name: str, cls: type[Any], data: Any, source: str) -> Any:
+def _key_hint(name: str, key: str) -> str:
+    """The nearest key for a misspelt ``name.key``: in its own section first, then in
+    another (a key put under the wrong heading; a stricter match, the first section wins)."""
+    own = [f.name for f in dataclasses.fields(SECTIONS[name])]
+    close = difflib.get_close_matches(key, own, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {name}.{close[0]}?)"
+    others = {f.name: f"{s}.{f.name}" for s, c in reversed(SECTIONS.items()) if s != name
+              for f in dataclasses.fields(c)}
+    close = difflib.get_close_matches(key, list(others), n=1, cutoff=0.8)
+    return f" (did you mean {others[close[0]]}?)" if close else ""
+
+
+def _section(name: str, cls: type[Any], data: Any, problems: list[str]) -> Any:
+    """The section built from ``data``, or None with every problem appended to ``problems``."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: [{name}] must be a table")
+        problems.append(f"[{name}] must be a table")
+        return None
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
+    before = len(problems)
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"{source}: unknown key {name}.{key}")
-        kwargs[key] = _check_value(f"{source}: {name}.{key}", fields[key], value, hints[key])
-    return cls(**kwargs)
+            problems.append(f"unknown key {name}.{key}{_key_hint(name, key)}")
+            continue
+        try:
+            kwargs[key] = _check_value(f"{name}.{key}", fields[key], value, hints[key])
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if len(problems) > before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # checks across keys (__post_init__)
+        problems.append(str(exc))
+        return None
+
+
+def _raise_all(source: str, problems: list[str]) -> None:
+    """One line naming the file and every problem in it (all at once, not the first)."""
+    if len(problems) == 1:
+        raise ConfigError(f"{source}: {problems[0]}")
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} errors: " + "; ".join(problems))
+
+
+def _build_section(name: str, cls: type[Any], data: Any, source: str) -> Any:
+    problems: list[str] = []
+    section = _section(name, cls, data, problems)
+    _raise_all(source, problems)
+    return section
 
 
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     sections: dict[str, Any] = {}
+    problems: list[str] = []
     for name, value in data.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{name}]")
-        sections[name] = _build_section(name, SECTIONS[name], value, source)
+            close = difflib.get_close_matches(name, list(SECTIONS), n=1, cutoff=0.6)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            problems.append(f"unknown section [{name}]{hint}")
+            continue
+        sections[name] = _section(name, SECTIONS[name], value, problems)
+    _raise_all(source, problems)
     return Config(**sections, source=source)
 
 

@@ -25,7 +25,6 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -53,6 +52,7 @@ from edgeguard.sinks.attempts import Attempts
 from edgeguard.sinks.failed import FailedSink
 from edgeguard.sinks.journal import Identity, Journal
 from edgeguard.sinks.outbox import Checkpoint, Outbox, no_checkpoint, output_rel
+from edgeguard.sinks.sidecar import sidecar_text
 from edgeguard.sources import inbox
 from edgeguard.startup import Paths
 from edgeguard.state import Stats, status_line, write_state
@@ -470,24 +470,13 @@ class Daemon:
         return Outcome.DONE
 
     def _sidecar(self, result: Redacted) -> str:
-        return json.dumps({
-            "edgeguard": __version__,
-            "faces": len(result.detections),
-            "width": result.width,
-            "height": result.height,
-            "format": result.format,
-            "profile": self.cfg.detect.profile,
-            "mode": self.cfg.redact.mode,
-            "regions": [r.as_list() for r in result.regions],
-            "scores": [round(d.score, 3) for d in result.detections],
-            "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
-        }, sort_keys=True) + "\n"
+        return sidecar_text(result, self.cfg)
 
     def _fail(self, path: Path, reason: str, *, refused: bool = False) -> Outcome:
         """Fail closed: nothing to the outbox; the raw file to failed/ with its reason."""
         try:
             rel = path.relative_to(self.paths.inbox)
-            self.failed.record(path, rel, reason)
+            kept = self.failed.record(path, rel, reason)
         except FileNotFoundError:
             if not os.path.lexists(path):
                 return Outcome.GONE
@@ -497,7 +486,9 @@ class Daemon:
         shown = self._scrub(reason, path)
         self.stats.failure(self._name(path), shown, refused=refused,
                            listed=None if self.cfg.daemon.hide_filenames else rel.as_posix())
-        logger.warning("%s moved to failed/: %s", self._name(path), shown)
+        # Where it is now: the operator fixes it there (only the folder when names are hidden).
+        where = self.paths.failed if self.cfg.daemon.hide_filenames else kept.path
+        logger.warning("%s moved to %s: %s", self._name(path), _printable(str(where)), shown)
         return Outcome.FAILED
 
     def _blocked(self, path: Path, reason: str) -> Outcome:
@@ -720,8 +711,9 @@ class Daemon:
                 slot.thread.start()
             snap = self._write_state("running")
             self._notify(f"READY=1\nSTATUS={status_line(snap)}")
-            logger.info("ready: drop images into %s; redacted copies appear in %s",
-                        self.paths.inbox, self.paths.outbox)
+            logger.info("ready: drop images into %s; redacted copies appear in %s; "
+                        "failed inputs move to %s", self.paths.inbox, self.paths.outbox,
+                        self.paths.failed)
             code = self._supervise()
         finally:
             self.watcher.close()

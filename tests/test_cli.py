@@ -168,7 +168,8 @@ def test_bad_config_is_one_line(tmp_path: Path, astronaut_rgb: np.ndarray) -> No
     cfg.write_text("[redact]\nexpnd = 2\n")
     res = edgeguard("blur", "--config", cfg, tmp_path / "x.jpg", "-o", tmp_path / "o")
     assert res.returncode == 2
-    assert res.stderr.strip() == f"edgeguard: {cfg}: unknown key redact.expnd"
+    assert res.stderr.strip() == (f"edgeguard: {cfg}: unknown key redact.expnd "
+                                  "(did you mean redact.expand?)")
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])

@@ -194,8 +194,16 @@ def test_bad_files_and_special_entries_end_in_failed_with_a_reason(
         assert (work / "failed" / "link.jpg").is_symlink()
         assert _outputs(work) == {}
         assert set(_files(inbox)) == {".hidden.jpg", "ignored.jpg.tmp"}  # never taken
-        # The log says why (written just after the move to failed/).
-        wait_for(lambda: "not an image" in d.output(), 5, f"the reason in the log\n{d.output()}")
+        # The log says why and where the file is now (written just after the move).
+        failed = work / "failed"
+        wait_for(lambda: f"text.jpg moved to {failed / 'text.jpg'}: not an image"
+                 in d.output(), 5, f"the reason in the log\n{d.output()}")
+        assert f"failed inputs move to {failed}" in d.output()  # the ready line
+        status = subprocess.run([sys.executable, "-m", "edgeguard", "status", "--config",
+                                 str(cfg)], cwd=REPO, capture_output=True, text=True,
+                                check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"failed/ {failed}\n" in status.stdout
         assert d.stop() == 0
 
 

@@ -301,7 +301,8 @@ def test_a_full_tmpfs_neither_wedges_the_daemon_nor_loses_a_file(
         wait_for(lambda: not files(inbox), 60, f"the junk to be failed\n{d.output()[-3000:]}")
         assert set(failures(small / "failed")) == {n.encode() for n in [*cut, *junk]}
         # Each line is logged just after its file left the inbox.
-        wait_for(lambda: all(f"{name} moved to failed/: not an image" in d.output()
+        wait_for(lambda: all(f"{name} moved to {small / 'failed' / name}: not an image"
+                             in d.output()
                              for name in junk), 10, f"a line per junk file\n{d.output()[-3000:]}")
         assert "no space left for a .reason file" in d.output()
         assert d.proc.poll() is None

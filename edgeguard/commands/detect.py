@@ -18,7 +18,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     p.add_argument("--json", action="store_true",
                    help="JSON lines (the default and only format; kept for clarity)")
-    add_config_flags(p)
+    add_config_flags(p, redaction=False)
+    # Without blur's --mode, argparse would take `--mode` as short for --models-dir.
+    p.allow_abbrev = False
 
 
 def _r(v: float) -> float:

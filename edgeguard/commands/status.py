@@ -70,7 +70,8 @@ def render(snap: dict[str, Any], *, running: bool, now: float) -> str:
         lines.append(f"last error ({stamp}): {snap['last_error']}")
     else:
         lines.append("last error: none")
-    lines.append(f"inbox {snap.get('inbox')}  outbox {snap.get('outbox')}")
+    lines.append(f"inbox {snap.get('inbox')}  outbox {snap.get('outbox')}"
+                 + (f"  failed/ {snap['failed_dir']}" if snap.get("failed_dir") else ""))
     if "camera" in snap:
         from edgeguard.camera.status import render_status
 
