@@ -56,6 +56,7 @@ from edgeguard.sinks.sidecar import sidecar_text
 from edgeguard.sources import inbox
 from edgeguard.startup import Paths
 from edgeguard.state import Stats, status_line, write_state
+from edgeguard.tally import tally
 
 logger = logging.getLogger(__name__)
 
@@ -452,9 +453,10 @@ class Daemon:
             logger.error("%s was delivered but cannot be removed from the inbox (%s); "
                          "it will not be redone", self._name(path), exc.strerror)
         latency = self._clock() - seen
-        self.stats.done(faces=len(result.detections), latency_s=latency)
-        logger.info("redacted %s: %d face(s) in %.0f ms -> %s", self._name(path),
-                    len(result.detections), latency * 1000.0, self._out_name(delivery.final))
+        found = tally(result.detections)
+        self.stats.done(faces=found.faces, weak=found.weak, latency_s=latency)
+        logger.info("redacted %s: %s in %.0f ms -> %s", self._name(path), found.text(),
+                    latency * 1000.0, self._out_name(delivery.final))
         return Outcome.DONE
 
     def _retry_delete(self, path: Path, st: os.stat_result) -> Outcome:

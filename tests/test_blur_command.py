@@ -63,14 +63,14 @@ def test_sidecar_from_the_config_file_is_written(tmp_path: Path,
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in out.iterdir()) == ["astronaut.jpg", "astronaut.jpg.json"]
     side = json.loads((out / "astronaut.jpg.json").read_text())
-    assert side["faces"] >= 1 and len(side["regions"]) == side["faces"]
+    assert side["faces"] >= 1 and len(side["regions"]) == side["faces"] + side["weak"]
     assert side["width"] == 512 and side["format"] == "jpeg" and side["profile"] == "balanced"
 
 
-def _scores(src: Path) -> list[float]:
+def _weak_flags(src: Path) -> list[bool]:
     res = edgeguard("detect", src)
     assert res.returncode == 0, res.stderr
-    return [f["score"] for f in json.loads(res.stdout)["faces"]]
+    return [f["weak"] for f in json.loads(res.stdout)["faces"]]
 
 
 def test_summary_gives_faces_and_weak_regions_in_total_and_per_file(
@@ -82,23 +82,24 @@ def test_summary_gives_faces_and_weak_regions_in_total_and_per_file(
     lines = res.stdout.splitlines()
     per_file = {}
     for line in lines[:-1]:
-        m = re.fullmatch(r"(\S+) -> (\S+): (\d+) faces? \((\d+) weak\)", line)
+        m = re.fullmatch(r"(\S+) -> (\S+): (\d+) faces?, (\d+) weak regions?", line)
         assert m, line
         per_file[Path(m[1]).name] = (int(m[3]), int(m[4]))
     assert set(per_file) == {"astronaut.jpg", "mirrored.png", "misnamed.jpg"}
-    # The same counts `detect` shows: weak = kept below the full-range model's own 0.6.
-    scores = _scores(src / "astronaut.jpg")
-    assert per_file["astronaut.jpg"] == (len(scores), sum(s < 0.6 for s in scores))
-    assert per_file["astronaut.jpg"][1] >= 1  # the balanced profile keeps weak regions
+    # The same counts `detect` shows: one face (the astronaut), the rest weak regions.
+    weak_flags = _weak_flags(src / "astronaut.jpg")
+    assert per_file["astronaut.jpg"] == (1, sum(weak_flags))
+    assert weak_flags.count(False) == 1
     faces = sum(f for f, _ in per_file.values())
     weak = sum(w for _, w in per_file.values())
-    assert lines[-1] == (f"3 of 3 redacted into {out}: {faces} faces ({weak} weak: scored "
-                         "under 0.6)")
+    assert faces == 3
+    assert lines[-1] == (f"3 of 3 redacted into {out}: {faces} faces, {weak} weak region"
+                         + ("" if weak == 1 else "s"))
     # Without -v only the total.
     quiet = edgeguard("blur", src / "astronaut.jpg", "-o", tmp_path / "o2")
     n, w = per_file["astronaut.jpg"]
-    assert quiet.stdout == (f"1 of 1 redacted into {tmp_path / 'o2'}: {n} faces ({w} weak: "
-                            "scored under 0.6)\n")
+    assert quiet.stdout == (f"1 of 1 redacted into {tmp_path / 'o2'}: {n} face, {w} weak "
+                            f"region{'' if w == 1 else 's'}\n")
 
 
 def test_skip_existing_redacts_only_what_is_new(tmp_path: Path,

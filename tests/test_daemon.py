@@ -475,7 +475,7 @@ def test_status_render() -> None:
             "inbox": "/run/edgeguard/inbox", "outbox": "/var/lib/edgeguard/outbox"}
     text = render(snap, running=True, now=1000.0 + 3725)
     assert "running (pid 7), up 1h 2m 5s" in text
-    assert "processed 12, failed 1, faces 30, queued 2" in text
+    assert "processed 12, failed 1, faces 30 (+0 weak regions), queued 2" in text
     assert "p50 120 ms, p95 480 ms" in text and "a.jpg: not an image" in text
 
 
@@ -498,7 +498,7 @@ def test_stats_latency_percentiles_and_counts() -> None:
     assert percentile([], 50) is None
     stats = Stats(clock=lambda: 10.0, wall=lambda: 1000.0)
     for ms in range(1, 101):
-        stats.done(faces=2, latency_s=ms / 1000)
+        stats.done(faces=2, weak=1, latency_s=ms / 1000)
     stats.failure("x\\n.jpg", "not an image", listed="x\n.jpg")  # logged escaped, listed as is
     stats.failure("(name hidden)", "not an image")  # hide_filenames: not on the list
     snap = stats.snapshot(queued=3, in_flight=1)
@@ -507,5 +507,6 @@ def test_stats_latency_percentiles_and_counts() -> None:
     assert snap["last_error"] == "(name hidden): not an image"
     assert snap["latency_ms"] == {"p50": 50.5, "p95": 95.0, "count": 100}
     assert (snap["processed"], snap["failed"], snap["faces"]) == (100, 2, 200)
-    assert status_line(snap) == ("processed 100, failed 2, faces 200, queued 3, "
+    assert snap["weak"] == 100
+    assert status_line(snap) == ("processed 100, failed 2, faces 200 (+100 weak), queued 3, "
                                  "in progress 1")

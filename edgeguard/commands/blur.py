@@ -17,12 +17,12 @@ from edgeguard.commands.common import (
     check_inputs,
     load_config,
 )
-from edgeguard.commands.tally import Tally, confident_score, tally
 from edgeguard.config import Config
 from edgeguard.errors import EdgeGuardError, InputError
 from edgeguard.pipeline import Pipeline
 from edgeguard.sinks.outbox import SIDECAR_SUFFIX
 from edgeguard.sinks.sidecar import sidecar_text
+from edgeguard.tally import Tally, tally
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,6 @@ def _blur(args: argparse.Namespace) -> int:
     if not items:
         return EXIT_FAILED if inputs.missing else EXIT_NOTHING
     pipe = Pipeline(cfg)  # models checked, interpreters created once, before any input
-    confident = confident_score(cfg)
     progress = Progress(len(items))
 
     def one(item: tuple[Path, Path]) -> _Done:
@@ -129,7 +128,7 @@ def _blur(args: argparse.Namespace) -> int:
             return _Done(src, error=f"cannot write output: {exc.strerror or exc}")
         note = (_write_sidecar(written, sidecar_text(out, cfg))
                 if cfg.output.sidecar else None)
-        return _Done(src, written, found=tally(out, confident=confident), note=note)
+        return _Done(src, written, found=tally(out.detections), note=note)
 
     total = Tally()
     failed = skipped = 0
@@ -156,5 +155,5 @@ def _blur(args: argparse.Namespace) -> int:
     redacted = len(items) - failed - skipped
     print(f"{redacted} of {len(items) + len(inputs.missing)} redacted into {args.outdir}"
           + (f", {skipped} skipped (output exists)" if skipped else "")
-          + f": {total.text(confident)}")
+          + f": {total.text()}")
     return EXIT_FAILED if failed or inputs.missing else EXIT_OK

@@ -43,7 +43,7 @@ def _detect(args: argparse.Namespace) -> int:
         ms = (time.perf_counter() - t0) * 1e3
         faces = [
             {"box": [_r(v) for v in d.box.as_list()], "score": round(d.score, 4),
-             "region": r.as_list()}
+             "weak": d.weak, "region": r.as_list()}
             for d, r in zip(found.detections, found.regions, strict=True)
         ]
         print(json.dumps({"path": str(src), "width": found.width, "height": found.height,

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def sidecar_text(result: Redacted, cfg: Config) -> str:
     return json.dumps({
         "edgeguard": __version__,
-        "faces": len(result.detections),
+        "faces": sum(1 for d in result.detections if not d.weak),
+        "weak": sum(1 for d in result.detections if d.weak),
         "width": result.width,
         "height": result.height,
         "format": result.format,
@@ -27,5 +28,6 @@ def sidecar_text(result: Redacted, cfg: Config) -> str:
         "mode": cfg.redact.mode,
         "regions": [r.as_list() for r in result.regions],
         "scores": [round(d.score, 3) for d in result.detections],
+        "weak_regions": [d.weak for d in result.detections],
         "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
     }, sort_keys=True) + "\n"
