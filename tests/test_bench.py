@@ -354,6 +354,12 @@ def test_the_report_is_written_as_markdown_json_and_a_plot(astronaut_set: Path,
     assert cells[report.COLUMNS.index("64-128 px")] == "100.0%"
     assert cells[report.COLUMNS.index("32-64 px")] == "50.0%"
     assert cells[report.COLUMNS.index("excess")] == "0.0%"
+    # what users lose: one face of three left clear, the 52 px one (>= 16 and >= 32 alike)
+    assert cells[report.COLUMNS.index("leak >=16")] == "33.3%"
+    assert cells[report.COLUMNS.index("leak >=32")] == "33.3%"
+    assert cells[report.COLUMNS.index("strays/img")] == "0.00"
+    summary = text.split("## Summary", 1)[1].split("## Sets", 1)[0]
+    assert "| astro | edgeguard balanced | 33.3% | 33.3% | 0.0% | 0.0 |" in summary
     assert "deface 1.5 (skipped)" in text and "not installed" in text
 
     data = json.loads(js.read_text())

@@ -22,14 +22,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 COLUMNS = (
-    "tool", *(f"{b} px" for b in BUCKET_LABELS), ">=16 px", ">=32 px", "all", "excess",
-    "fp/img", "err", "s/img", "CPU s/img", "x deface", "x floor", "peak RSS MB",
+    "tool", "leak >=16", "leak >=32", "excess", "strays/img",
+    *(f"{b} px" for b in BUCKET_LABELS), "all", "err", "s/img", "CPU s/img", "x deface",
+    "x floor", "peak RSS MB",
 )
+SUMMARY_COLUMNS = ("set", "tool", "leak >=16", "leak >=32", "excess", "strays/img",
+                   "s/img", "x deface")
 
 EXPLAIN = """\
-*protected*: share of annotated faces with >=70% of their box inside the redaction regions,
-by face height; *excess*: redacted area outside every annotated (or ignored) face, share of
-the image; *fp/img*: regions less than 10% on a face; *err*: images without a result.
+*leak*: the share of annotated faces (>= 16 px, >= 32 px tall) left unprotected, what a user
+loses; a face is *protected* when >=70% of its box lies inside the redaction regions (the
+px columns: protected share by face height); *excess*: redacted area outside every
+annotated (or ignored) face, share of the image; *strays/img*: regions less than 10% on a
+face, per image; *err*: images without a result.
 *s/img*: processing seconds per image, start-up and model loading excluded (peers and the
 floor: their own loop timer; EdgeGuard: wall time less a one-image run's start-up);
 *CPU s/img*: the child's user + system CPU time per image, start-up included (less
@@ -51,9 +56,9 @@ def _num(v: float | None, fmt: str) -> str:
 def _cells(r: Row) -> list[str]:
     m, s = r.m, r.score
     if s is not None:
-        prot = [_pct(v) for v in s.by_bucket]
-        prot += [_pct(s.ge16), _pct(s.ge32), _pct(s.all), _pct(s.excess),
-                 f"{s.fp_per_image:.2f}", str(s.missing)]
+        prot = [_pct(1 - s.ge16), _pct(1 - s.ge32), _pct(s.excess), f"{s.fp_per_image:.2f}"]
+        prot += [_pct(v) for v in s.by_bucket]
+        prot += [_pct(s.all), str(s.missing)]
     else:
         prot = ["-"] * (len(BUCKET_LABELS) + 6)
     label = m.tool
@@ -72,9 +77,10 @@ def set_table(s: SetReport) -> str:
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in s.rows]
     faces = next((r.score.total for r in s.rows if r.score is not None), None)
     if faces is not None:
-        counts = [str(n) for n in faces]
-        counts += [str(sum(faces[1:])), str(sum(faces[2:])), str(sum(faces))]
-        lines.append("| faces | " + " | ".join(counts) + " |" + " |" * (len(COLUMNS) - 9))
+        counts = [str(sum(faces[1:])), str(sum(faces[2:])), "", ""]
+        counts += [str(n) for n in faces] + [str(sum(faces))]
+        lines.append("| faces | " + " | ".join(counts) + " |"
+                     + " |" * (len(COLUMNS) - 1 - len(counts)))
     notes = [f"{r.m.tool}: {r.m.note}" for r in s.rows if r.m.note]
     notes += [f"{r.m.tool}: eval_redaction.py {r.check}" for r in s.rows
               if r.check and r.check != "agrees"]
@@ -86,6 +92,22 @@ def set_table(s: SetReport) -> str:
     if notes:
         lines.append("")
         lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(rep: BenchReport) -> str:
+    """What users lose, every set and tool in one table: leak rates, excess, strays, time."""
+    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |",
+             "|" + "|".join(["---", "---"] + ["---:"] * (len(SUMMARY_COLUMNS) - 2)) + "|"]
+    for s in rep.sets:
+        for r in s.rows:
+            if r.score is None:
+                continue
+            sc = r.score
+            lines.append("| " + " | ".join([
+                s.name, r.m.tool, _pct(1 - sc.ge16), _pct(1 - sc.ge32), _pct(sc.excess),
+                f"{sc.fp_per_image:.1f}", _num(r.m.s_per_image, ".3f"),
+                _num(r.x_deface, ".2f")]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +124,7 @@ def markdown(rep: BenchReport) -> str:
         if meta.get("command"):
             out.append(f"Command: `{meta['command']}`")
         out.append("")
-    out += [EXPLAIN, ""]
+    out += [EXPLAIN, "", "## Summary", "", summary_table(rep), "## Sets", ""]
     for s in rep.sets:
         out.append(set_table(s))
     return "\n".join(out)
