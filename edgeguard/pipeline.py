@@ -74,6 +74,8 @@ def detect_params(cfg: Config) -> DetectParams:
             max_scale=prof.second_max_scale,
             box_scale=prof.second_box_scale,
             box_shift=prof.second_box_shift,
+            tile_pixels=prof.second_tile_pixels,
+            tile_overlap=prof.second_tile_overlap,
         )
     return DetectParams(
         plan=PlanParams(

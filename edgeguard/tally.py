@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from edgeguard.geometry import Detection
 
 
@@ -29,7 +31,28 @@ class Tally:
                 f"{self.weak} weak region{'' if self.weak == 1 else 's'}")
 
 
-def tally(detections: tuple[Detection, ...] | list[Detection]) -> Tally:
-    """Faces and weak regions among one image's detections (each has one region)."""
-    weak = sum(1 for d in detections if d.weak)
-    return Tally(faces=len(detections) - weak, weak=weak)
+def tally(detections: Sequence[Detection], *, iou: float = 0.3,
+          contain: float = 0.6) -> Tally:
+    """Faces and weak regions among one image's detections.
+
+    Two models may each find one face; detections that overlap (IoU above ``iou``, or
+    ``contain`` of the smaller inside the other) count once, as a face when any of them is
+    confident, else as one weak region."""
+    groups: list[tuple[list[float], bool]] = []  # (box, weak) of each counted face
+    for d in sorted(detections, key=lambda x: -x.score):
+        b = d.box.as_list()
+        for i, (g, weak) in enumerate(groups):
+            iw = min(b[2], g[2]) - max(b[0], g[0])
+            ih = min(b[3], g[3]) - max(b[1], g[1])
+            if iw <= 0 or ih <= 0:
+                continue
+            inter = iw * ih
+            a1 = (b[2] - b[0]) * (b[3] - b[1])
+            a2 = (g[2] - g[0]) * (g[3] - g[1])
+            if inter > iou * (a1 + a2 - inter) or inter >= contain * min(a1, a2):
+                groups[i] = (g, weak and d.weak)
+                break
+        else:
+            groups.append((b, d.weak))
+    n_weak = sum(1 for _, w in groups if w)
+    return Tally(faces=len(groups) - n_weak, weak=n_weak)

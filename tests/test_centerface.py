@@ -7,6 +7,7 @@ checks; the model's hash check at load.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import subprocess
 import sys
 import zipfile
@@ -123,3 +124,32 @@ def test_a_broken_model_file_is_a_model_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(ModelError, match="cannot be loaded"):
         CenterFaceRunner(bad)
+
+
+@pytest.mark.parametrize(("w", "h", "budget"), [(2000, 1500, 0.3e6), (960, 540, 0.3e6),
+                                               (1920, 1080, 0.15e6), (400, 300, 0.3e6)])
+def test_tiles_cover_the_frame_within_the_budget_with_the_overlap(w: int, h: int,
+                                                                   budget: float) -> None:
+    tw, th, corners = cf.tile_grid(w, h, budget, 96)
+    assert tw % 32 == 0 and th % 32 == 0 and tw * th <= budget
+    covered = np.zeros((h, w), bool)
+    for x, y in corners:
+        covered[y:y + th, x:x + tw] = True
+    assert covered.all()
+    xs = sorted({x for x, _ in corners})
+    ys = sorted({y for _, y in corners})
+    # neighbours overlap by at least 96 px, so a face up to 96 px lies whole in one tile
+    assert all(b - a <= tw - 96 for a, b in itertools.pairwise(xs))
+    assert all(b - a <= th - 96 for a, b in itertools.pairwise(ys))
+
+
+def test_tiled_search_finds_what_the_whole_frame_pass_finds(
+        runner: CenterFaceRunner, astronaut_rgb: np.ndarray, lfw_faces: np.ndarray) -> None:
+    frame = cv2.resize(_group(astronaut_rgb, lfw_faces), (1280, 960))
+    whole, _ws = runner.detect(frame, scale=1.0, threshold=0.5)
+    tiled, _ts = runner.detect(frame, scale=1.0, threshold=0.5, max_pixels=0.2e6, overlap=128)
+    assert len(whole) >= 4
+    for b in whole[:, :4]:  # every face of the whole pass is found by a tile too
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        assert any(t[0] < cx < t[2] and t[1] < cy < t[3] for t in tiled[:, :4])
+    assert len(tiled) <= len(whole) + 2

@@ -16,6 +16,7 @@ import pytest
 from edgeguard import config, models
 from edgeguard.detect.detector import FaceDetector
 from edgeguard.redact import region_for
+from edgeguard.tally import tally
 
 PROFILE_NAMES = config.PROFILES
 
@@ -40,7 +41,8 @@ def pipeline_for():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def detector(pipeline_for) -> FaceDetector:  # type: ignore[no-untyped-def]
-    det: FaceDetector = pipeline_for("balanced").detector
+    """The profile that runs BlazeFace's whole multi-scale plan (beside CenterFace)."""
+    det: FaceDetector = pipeline_for("thorough").detector
     return det
 
 
@@ -76,9 +78,12 @@ def test_astronaut_found_with_the_right_box(detector: FaceDetector,
     rx, ry = d.keypoints[0]  # the subject's right eye: left of her left eye in the image
     lx, _ = d.keypoints[1]
     assert rx < lx and fy1 < ry < (fy1 + fy2) / 2
-    # the search also looks for 12 px faces at a low threshold, which costs a few weak
-    # stray boxes (see the profiles' measured false detections); none looks like a face
-    assert all(o.score < STRAY_MAX for o in dets if o is not d)
+    # the second model finds the same face (its own box, its own region); the low
+    # thresholds cost a few weak stray boxes elsewhere, none of which looks like a face
+    cx, cy = d.box.center
+    same = [o for o in dets if o.box.x1 < cx < o.box.x2 and o.box.y1 < cy < o.box.y2]
+    assert 1 <= len(same) <= 2
+    assert all(o.score < STRAY_MAX for o in dets if o not in same)
 
 
 # Measured: false detections on faceless photos and textures score up to 0.62 (0.72 once,
@@ -199,7 +204,7 @@ def test_every_profile_finds_the_astronaut(pipeline_for, profile: str,  # type: 
                                            astronaut_rgb: np.ndarray) -> None:
     dets, regions = pipeline_for(profile).find(astronaut_rgb)
     assert _protected(ASTRONAUT_FACE, regions)
-    assert sum(d.score >= STRAY_MAX for d in dets) == 1
+    assert tally([d for d in dets if d.score >= STRAY_MAX]).faces == 1  # one face, counted once
 
 
 def _masked_astronaut(astronaut: np.ndarray, colour: tuple[int, int, int],

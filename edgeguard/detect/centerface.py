@@ -92,3 +92,50 @@ def detections(outputs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], *
     boxes[:, 0::2] /= scale_x
     boxes[:, 1::2] /= scale_y
     return boxes, scores
+
+
+def tile_grid(width: int, height: int, max_pixels: float,
+              overlap: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """Tiles that cover a ``width`` x ``height`` frame, each at most ``max_pixels`` with
+    sides that are multiples of 32, overlapping by at least ``overlap`` pixels (so a face
+    up to that size lies whole inside one). Returns (tile width, tile height, top-left
+    corners); one tile, the whole frame rounded up, when it fits. The grid is the one of
+    fewest pixels in all (the network's cost is per pixel)."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"empty frame {width}x{height}")
+
+    def up(v: float) -> int:
+        return max(ALIGN, math.ceil(v / ALIGN) * ALIGN)
+
+    if up(width) * up(height) <= max_pixels:
+        return up(width), up(height), [(0, 0)]
+    best: tuple[int, int, int, int, int] | None = None  # (total, tw, th, nx, ny)
+    for nx in range(1, 64):
+        tw = up((width + (nx - 1) * overlap) / nx)
+        if tw < 2 * overlap and nx > 1:
+            break
+        ny = 1
+        while True:
+            th = up((height + (ny - 1) * overlap) / ny)
+            if tw * th <= max_pixels or th <= 2 * overlap:
+                break
+            ny += 1
+        if tw * th > max_pixels:
+            continue
+        total = nx * ny * tw * th
+        if best is None or total < best[0]:
+            best = (total, tw, th, nx, ny)
+    if best is None:
+        raise ValueError(f"no tiling of {width}x{height} within {max_pixels:g} pixels "
+                         f"with {overlap} px overlap")
+    _, tw, th, nx, ny = best
+    xs = _starts(width, tw, nx)
+    ys = _starts(height, th, ny)
+    return tw, th, [(x, y) for y in ys for x in xs]
+
+
+def _starts(length: int, tile: int, n: int) -> list[int]:
+    if n == 1 or length <= tile:
+        return [0] * 1
+    step = (length - tile) / (n - 1)
+    return [round(i * step) for i in range(n)]

@@ -36,6 +36,8 @@ class Profile:
     second_max_scale: float = 1.0  # ... and at this scale at most (> 1 enlarges small ones)
     second_box_scale: float = 1.0  # its boxes grow by this about their centre ...
     second_box_shift: float = 0.0  # ... and move down by this share of their height
+    second_tile_pixels: float = 0.3e6  # its input in tiles of at most this many pixels
+    second_tile_overlap: int = 96  # ... overlapping by this many (its memory: ~240 B/px)
     face_score: float = 0.5  # detections scoring this count as faces, the rest as weak
     # low_score/min_support (keep weak faces seen by many anchors or views) and the size
     # band were measured: both trade recall for false detections along the same curve as
@@ -60,13 +62,13 @@ _FAST = Profile(
     min_face=16, fine_face_lo=10, max_views=30, views_per_mp=10, max_upscale=2.0,
     candidate_score=0.3, min_score=0.3, low_score=0.3, min_support=0.0, flat_std=3.0)
 _BALANCED = replace(
-    _FAST, max_views=40, views_per_mp=13.5, min_score=0.5, low_score=0.5,
+    _FAST, min_face=1e9, max_views=40, views_per_mp=13.5, min_score=0.5, low_score=0.5,
     second_model="centerface", second_score=0.1, second_box_shift=0.15,
-    second_megapixels=0.5, second_min_scale=0.5, second_max_scale=1.0)
+    second_megapixels=0.5, second_min_scale=0.6, second_max_scale=1.0)
 PROFILES: dict[str, Profile] = {
     "fast": _FAST,
     "balanced": _BALANCED,
-    "thorough": replace(_BALANCED, min_face=12, max_views=60, views_per_mp=20,
+    "thorough": replace(_BALANCED, min_face=16, max_views=40, views_per_mp=13.5,
                         candidate_score=0.2, min_score=0.3, low_score=0.3,
                         second_megapixels=1.0, second_min_scale=0.75),
 }

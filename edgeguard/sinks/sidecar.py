@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from edgeguard import __version__
+from edgeguard.tally import tally
 
 if TYPE_CHECKING:
     from edgeguard.config import Config
@@ -17,10 +18,11 @@ if TYPE_CHECKING:
 
 
 def sidecar_text(result: Redacted, cfg: Config) -> str:
+    found = tally(result.detections)
     return json.dumps({
         "edgeguard": __version__,
-        "faces": sum(1 for d in result.detections if not d.weak),
-        "weak": sum(1 for d in result.detections if d.weak),
+        "faces": found.faces,
+        "weak": found.weak,
         "width": result.width,
         "height": result.height,
         "format": result.format,
