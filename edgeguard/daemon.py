@@ -21,6 +21,7 @@ writable, the file still being written or changed while it was read). See
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -53,7 +54,7 @@ from edgeguard.sinks.attempts import Attempts
 from edgeguard.sinks.failed import FailedSink
 from edgeguard.sinks.journal import Identity, Journal
 from edgeguard.sinks.outbox import Checkpoint, Outbox, no_checkpoint, output_rel
-from edgeguard.sources import inbox
+from edgeguard.sources import inbox, spool
 from edgeguard.startup import Paths
 from edgeguard.state import Stats, status_line, write_state
 
@@ -283,7 +284,11 @@ class Daemon:
         self.outbox = Outbox(paths.outbox, self.journal, checkpoint=checkpoint)
         self.failed = FailedSink(paths.failed, max_count=d.failed_max_count,
                                  max_age_s=d.failed_max_age_s)
-        self.watcher = inbox.InboxWatcher(paths.inbox, ready=self._hint, settler=self.settler)
+        # Arrivals are claimed from the shared inbox into the private spool at once; the
+        # spool is the queue the workers take from (see edgeguard.sources.spool).
+        self.root = paths.spool
+        self.claimer = spool.Claimer(paths.inbox, paths.spool, stable_s=d.stable_s)
+        self.watcher = inbox.InboxWatcher(self.root, ready=self._hint, settler=self.settler)
         self._stop = threading.Event()  # SIGTERM and SIGINT alike
         self._wake = threading.Event()
         self._reload_requested = False
@@ -352,7 +357,7 @@ class Daemon:
 
     def _rel_text(self, path: Path) -> str:
         try:
-            return str(path.relative_to(self.paths.inbox))
+            return str(path.relative_to(self.root))
         except ValueError:
             return str(path)
 
@@ -404,7 +409,11 @@ class Daemon:
         if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(fst.st_mode):
             self.settler.track(path)  # replaced between lstat and open: look again
             return Outcome.DEFERRED
-        if inbox.writer_has_open(fd):
+        writing = inbox.writer_has_open(fd)
+        if writing or (writing is None and inbox.is_young(fst, time.time_ns(),
+                                                           self.cfg.daemon.stable_s)):
+            # Claimed files may still be open (the claim does not wait for the close);
+            # where no lease can tell, a file must first keep still for stable_s.
             logger.debug("%s is still open for writing; waiting for its close", self._name(path))
             self.settler.track(path)
             return Outcome.DEFERRED
@@ -434,7 +443,7 @@ class Daemon:
 
     def _deliver(self, path: Path, identity: Identity, result: Redacted,
                  seen: float) -> Outcome:
-        rel = path.relative_to(self.paths.inbox)
+        rel = path.relative_to(self.root)
         rel_out = output_rel(rel, result.format, result.suffix)
         sidecar = self._sidecar(result) if self.cfg.output.sidecar else None
         try:
@@ -486,7 +495,7 @@ class Daemon:
     def _fail(self, path: Path, reason: str, *, refused: bool = False) -> Outcome:
         """Fail closed: nothing to the outbox; the raw file to failed/ with its reason."""
         try:
-            rel = path.relative_to(self.paths.inbox)
+            rel = path.relative_to(self.root)
             self.failed.record(path, rel, reason)
         except FileNotFoundError:
             if not os.path.lexists(path):
@@ -560,6 +569,7 @@ class Daemon:
         """Queue the oldest ready inbox files that fit; settle the young ones."""
         now_ns = time.time_ns()
         stable_s = self.cfg.daemon.stable_s
+        self.claimer.sweep()  # what the claimer's events missed; emptied folders
         room = self.queue.room()
         self.queue.take_overflow()
         self._needs_rescan = False
@@ -567,7 +577,7 @@ class Daemon:
 
         def ready() -> collections.abc.Iterator[inbox.Found]:
             nonlocal backlog
-            for found in inbox.scan(self.paths.inbox):
+            for found in inbox.scan(self.root):
                 backlog += 1
                 if self.queue.known(found.path) or found.path in self.settler:
                     continue
@@ -689,6 +699,7 @@ class Daemon:
         d = new.daemon
         _quiet_watchdog(d.hide_filenames)
         self.settler.stable_s = d.stable_s
+        self.claimer.stable_s = d.stable_s
         self.backoff.cap_s = d.retry_max_s
         self.failed.max_count = d.failed_max_count
         self.failed.max_age_s = d.failed_max_age_s
@@ -709,8 +720,11 @@ class Daemon:
         self._recover()
         if self.camera is not None:
             self.camera.start()  # StartupError when camera.require finds no camera
+        with contextlib.suppress(FileExistsError):  # checked by startup.check_spool
+            os.mkdir(self.root, spool.SPOOL_MODE)
         self.watcher.start()  # before the scan: nothing that lands meanwhile is missed
         try:
+            self.claimer.start()
             self._rescan()
             for i in range(self.cfg.daemon.workers):
                 slot = _Slot()
@@ -724,6 +738,7 @@ class Daemon:
                         self.paths.inbox, self.paths.outbox)
             code = self._supervise()
         finally:
+            self.claimer.close()
             self.watcher.close()
         return self._drain(code)
 
@@ -755,7 +770,7 @@ class Daemon:
             if now >= next_prune:
                 self.failed.prune()
                 next_prune = now + PRUNE_EVERY_S
-            if not self.watcher.alive():
+            if not self.watcher.alive() or not self.claimer.alive():
                 logger.error("the inbox watcher stopped; exiting so systemd restarts us")
                 return 1
             dead = [s for s in self._slots if s.thread is not None and not s.thread.is_alive()]

@@ -288,11 +288,13 @@ def test_an_unwritable_outbox_pauses_work_and_loses_nothing(
         wait_for(lambda: r.daemon.backoff.failing and "stays in the inbox" in caplog.text, 5,
                  "the outbox to fail")
         time.sleep(1.5)
-    assert sorted(_tree(layout.inbox)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
+    # Claimed into the private spool at once, and kept there while the outbox is down.
+    assert _tree(layout.inbox) == {}
+    assert sorted(_tree(layout.spool)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
     assert caplog.text.count("stays in the inbox") == 1  # logged once, not per retry
     layout.outbox.unlink()
     layout.outbox.mkdir()
-    wait_for(lambda: len(_tree(layout.outbox)) == 3 and not _tree(layout.inbox), 10,
+    wait_for(lambda: len(_tree(layout.outbox)) == 3 and not _tree(layout.spool), 10,
              "outputs after recovery")
     assert not r.daemon.backoff.failing
     r.stop()
@@ -324,7 +326,7 @@ def test_stop_drains_within_its_bound(layout: Paths, start: Callable[..., Runnin
     t0 = time.monotonic()
     assert r.stop() == 1  # the bound passed with an image still in progress
     assert time.monotonic() - t0 < 3 * PATIENCE  # the hang is endless: drain_s ended it
-    assert (layout.inbox / "h.jpg").exists() and not r.daemon.clean_exit
+    assert (layout.spool / "h.jpg").exists() and not r.daemon.clean_exit
 
 
 def test_reload_applies_what_it_can_and_keeps_the_rest(

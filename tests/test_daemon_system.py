@@ -512,6 +512,38 @@ def test_check_reports_every_check(work: Path) -> None:
         "config", "inbox", "failed", "runtime", "same-fs", "outbox", "models"}
 
 
+def test_check_creates_nothing_and_takes_the_camera_flag(work: Path, tmp_path: Path) -> None:
+    """`edgeguard check` looks only: no folder appears (not ./outbox in the current folder,
+    not the inbox), missing folders are checked where the daemon would make them, and
+    --camera is taken as `run` takes it."""
+    cfg = _config(work, inbox=str(work / "new" / "inbox"), failed=str(work / "new" / "failed"),
+                  outbox=str(tmp_path / "out" / "outbox"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+
+    def check(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edgeguard", "check", "--config", str(cfg),
+                               *extra], cwd=cwd, capture_output=True, text=True, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    proc = check("--camera", "none")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "created at start, in " + str(work) in proc.stdout, proc.stdout
+    assert "created at start, in " + str(tmp_path) in proc.stdout, proc.stdout
+    assert not (work / "new").exists() and not (tmp_path / "out").exists()
+    assert list(cwd.iterdir()) == []
+    bad = check("--camera", "webcam-please")
+    assert bad.returncode == 1 and bad.stdout.startswith("FAIL config: camera.source"), bad.stdout
+    assert "Traceback" not in bad.stderr
+    # --config-only (the unit's ExecReload): the config alone, nothing else looked at.
+    only = check("--config-only")
+    assert only.returncode == 0 and only.stdout.splitlines() == [
+        f"ok   config: {cfg} is valid"], only.stdout
+    cfg.write_text("[daemon]\nworkers = 0\n")
+    broken = check("--config-only")
+    assert broken.returncode == 1 and broken.stdout.startswith("FAIL config:"), broken.stdout
+
+
 def test_two_daemons_cannot_share_an_inbox(work: Path) -> None:
     cfg = _config(work)
     with running(["--config", str(cfg)], workdir=work):

@@ -448,7 +448,7 @@ def test_a_bug_while_recording_a_failure_does_not_kill_the_worker(tmp_path: Path
         (paths.inbox / "b.jpg").write_bytes(b"junk")
         wait_for(lambda: sink.calls >= 4, 10, "the worker to take the next file")
         assert all(s.thread is not None and s.thread.is_alive() for s in daemon._slots)
-        assert (paths.inbox / "a.jpg").exists()  # kept for a later pass, not lost
+        assert (paths.spool / "a.jpg").exists()  # kept (claimed) for a later pass, not lost
     finally:
         daemon.stop()
         t.join(10 * PATIENCE)

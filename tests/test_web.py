@@ -731,7 +731,8 @@ def test_web_unit_is_sandboxed_with_only_the_inbox_writable() -> None:
                                       "/etc/edgeguard/edgeguard.toml"]
     assert s["Service.ProtectSystem"] == ["strict"]
     assert s["Service.ReadWritePaths"] == [cfg.daemon.inbox]
-    assert s["Service.InaccessiblePaths"] == ["-" + cfg.daemon.failed]
+    assert s["Service.InaccessiblePaths"] == ["-" + cfg.daemon.failed + " -"
+                                              + cfg.daemon.inbox + ".spool"]
     assert s["Service.TemporaryFileSystem"] == ["/tmp:ro /var/tmp:ro"]
     assert s["Service.IPAddressDeny"] == ["any"]
     assert s["Service.IPAddressAllow"] == ["localhost"]

@@ -1,0 +1,291 @@
+"""The spool: every arrival in the shared inbox is claimed at once into a private folder.
+
+The inbox is shared by everyone in the drop group. A dropper's tools choose the modes of
+what they write (rsync and scp keep the source's, cp takes the umask, a Samba share its
+create mask), so a file left in the inbox could be opened by any other member who knows or
+guesses its name, and a folder made by ``rsync -r`` belongs to the dropper, who alone may
+take files out of it. So the daemon does not process files where they land: it renames each
+one, as soon as inotify reports it (created, closed or moved in) and again on every rescan,
+into the spool (``<inbox>.spool``, 0700, the service's own, on the same tmpfs), keeping its
+path below the inbox. From then on nobody but the service can reach it; the daemon queues,
+processes, delivers and fails files from the spool, which is rescanned at start like the
+inbox: a rename is atomic, so each file is in exactly one of the two places.
+
+A file is claimed while its writer may still have it open: the writer keeps writing
+through its descriptor into the same inode, now in the spool, and the daemon takes it when
+no writer has it open any more (a read lease proves that; see :func:`inbox.writer_has_open`)
+and its close event arrives. Hidden and partial names (``.x``, ``x.part``, ``x.tmp``,
+``x~``) are never claimed: rsync, Samba and the README's scp recipe write under such a name
+and rename when done, and claiming the temporary file would break that rename. rsync
+creates its temporary files 0600, so they are private while being written.
+
+Folders: a file in a subfolder is claimed into the same subfolder of the spool. Where the
+service may not take files out of a dropper's folder (``drwxr-xr-x alice``) it adds an ACL
+entry for itself (CAP_FOWNER, see :mod:`edgeguard.sources.acl`), and likewise makes a file
+it cannot read readable to itself; owner, group and others keep what they had. A subfolder
+of the inbox is removed once it is empty and has not changed for ``stable_s`` (the same
+stability rule as for files: a writer that is still filling it changes it); the inbox
+itself is never removed. Empty folders of the spool are removed once their files are done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileClosedEvent, FileCreatedEvent, FileMovedEvent
+from watchdog.observers.inotify import InotifyObserver
+
+from edgeguard.sinks.fileops import rename_noreplace
+from edgeguard.sources import acl
+from edgeguard.sources.inbox import _StopNoiseFilter, is_ignored, is_ignored_name, is_young
+
+logger = logging.getLogger(__name__)
+
+SPOOL_MODE = 0o700
+_DENIED = (errno.EACCES, errno.EPERM)
+
+
+def spool_for(inbox: Path) -> Path:
+    """The spool beside ``inbox`` (same parent, so on the same tmpfs in every layout the
+    daemon accepts: failed/ defaults to a sibling too)."""
+    return inbox.with_name(inbox.name + ".spool")
+
+
+class Claimer:
+    """Moves arrivals from the inbox into the spool; removes emptied folders.
+
+    Thread-safe: the watcher thread calls :meth:`claim`, the daemon's supervisor
+    :meth:`sweep`. ``on_claim(spooled_path)`` is told of each claimed file.
+    """
+
+    def __init__(self, inbox: Path, spool: Path, *, stable_s: float,
+                 on_claim: Callable[[Path], None] = lambda p: None,
+                 uid: int | None = None,
+                 grant: Callable[[Path, int, int], None] = acl.grant,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
+        self.inbox = inbox
+        self.spool = spool
+        self.stable_s = stable_s
+        self._on_claim = on_claim
+        self._uid = os.geteuid() if uid is None else uid
+        self._grant = grant
+        self._now_ns = now_ns
+        self._lock = threading.Lock()
+        self._warned: set[Path] = set()
+        self._observer: object | None = None
+        self.claimed = 0
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    def claim(self, path: Path) -> Path | None:
+        """Move ``path`` (in the inbox) into the spool; the spooled path, or None when it
+        is not ours to take (ignored name, gone, a folder) or cannot be taken now (the same
+        name is still in the spool: it is claimed by a later sweep)."""
+        try:
+            rel = path.relative_to(self.inbox)
+        except ValueError:
+            return None
+        if not rel.parts or is_ignored(rel):
+            return None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        # Readable before it lands in the spool: the daemon's watcher there may hand it to a
+        # worker the moment it arrives.
+        self._readable(path)
+        dest = self.spool / rel
+        with self._lock:
+            try:
+                self._move(path, dest)
+            except FileNotFoundError:
+                return None  # taken already (a second event), or the writer renamed it
+            except FileExistsError:
+                logger.debug("spool: a file of the same name is still being processed")
+                return None
+            except OSError as exc:
+                self._warn_once(path.parent, f"cannot take files out of the inbox folder "
+                                f"{path.parent}: {exc.strerror}; they stay there until it "
+                                "is writable by the service")
+                return None
+            self.claimed += 1
+        self._on_claim(dest)
+        return dest
+
+    def _move(self, path: Path, dest: Path) -> None:
+        if dest.parent != self.spool:
+            self._make_spool_dirs(dest.parent)
+        try:
+            rename_noreplace(path, dest)
+        except OSError as exc:
+            if exc.errno not in _DENIED:
+                raise
+            # A dropper's folder: give the service the right to take files out of it.
+            self._grant(path.parent, self._uid, 7)
+            rename_noreplace(path, dest)
+
+    def _make_spool_dirs(self, folder: Path) -> None:
+        missing = []
+        d = folder
+        while d != self.spool and not d.is_dir():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, SPOOL_MODE)
+
+    def _readable(self, path: Path) -> None:
+        """Let the service read a claimed file whatever mode its writer gave it."""
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or os.access(path, os.R_OK):
+                return
+            self._grant(path, self._uid, 4)
+        except OSError as exc:
+            # The daemon's open then fails and says why (the file goes to failed/).
+            logger.debug("spool: cannot make a claimed file readable: %s", exc.strerror)
+
+    def _warn_once(self, folder: Path, message: str) -> None:
+        if folder not in self._warned:
+            self._warned.add(folder)
+            logger.warning("%s", message)
+
+    # -- sweeping -----------------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Claim everything the inbox holds; remove emptied folders. Returns the number of
+        files claimed (what events missed: at start, after a queue overflow)."""
+        claimed = 0
+        for folder, files, subfolders in self._walk(self.inbox):
+            for name in files:
+                if self.claim(folder / name) is not None:
+                    claimed += 1
+            del subfolders  # walked already (bottom-up)
+            if folder != self.inbox:
+                self._remove_if_settled(folder)
+        with self._lock:
+            for folder, files, _ in self._walk(self.spool):
+                if folder != self.spool and not files:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)  # only if empty: its subfolders went first
+        return claimed
+
+    def _walk(self, root: Path) -> list[tuple[Path, list[str], list[str]]]:
+        """(folder, non-folder names, folder names) bottom-up, hidden names left out, no
+        link followed; a dropper's folder the service cannot list is opened to it first."""
+        out: list[tuple[Path, list[str], list[str]]] = []
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            entries = self._list(folder)
+            if entries is None:
+                continue
+            files: list[str] = []
+            dirs: list[str] = []
+            for entry in entries:
+                if is_ignored_name(entry.name):
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                (dirs if is_dir else files).append(entry.name)
+            out.append((folder, files, dirs))
+            stack.extend(folder / d for d in dirs)
+        out.reverse()  # children before parents
+        return out
+
+    def _list(self, folder: Path) -> list[os.DirEntry[str]] | None:
+        for attempt in (0, 1):
+            try:
+                with os.scandir(folder) as it:
+                    return list(it)
+            except FileNotFoundError:
+                return None
+            except NotADirectoryError:
+                return None
+            except PermissionError as exc:
+                if attempt or folder in (self.inbox, self.spool):
+                    self._warn_once(folder, f"cannot list the inbox folder {folder}: "
+                                    f"{exc.strerror}")
+                    return None
+                try:
+                    self._grant(folder, self._uid, 7)
+                except OSError as gexc:
+                    self._warn_once(folder, f"cannot list the inbox folder {folder}: "
+                                    f"{exc.strerror} ({gexc.strerror})")
+                    return None
+        return None
+
+    def _remove_if_settled(self, folder: Path) -> None:
+        """rmdir an empty subfolder of the inbox that has settled (not changed for
+        ``stable_s``: a writer filling it would have changed it)."""
+        try:
+            st = os.lstat(folder)
+        except OSError:
+            return
+        if not stat.S_ISDIR(st.st_mode) or is_young(st, self._now_ns(), self.stable_s):
+            return
+        try:
+            os.rmdir(folder)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                self._warn_once(folder, f"cannot remove the empty inbox folder {folder}: "
+                                f"{exc.strerror}")
+            return
+        self._warned.discard(folder)
+        logger.info("removed an emptied folder from the inbox")
+
+    # -- the watcher --------------------------------------------------------------------------
+
+    def dispatch(self, event: object) -> None:
+        """watchdog events on the inbox: a file created, closed or moved in is claimed."""
+        if isinstance(event, FileMovedEvent):
+            raw = event.dest_path
+        elif isinstance(event, (FileCreatedEvent, FileClosedEvent)):
+            raw = event.src_path
+        else:
+            return
+        if raw:
+            self.claim(Path(os.fsdecode(raw)))
+
+    def start(self) -> None:
+        observer = InotifyObserver(generate_full_events=True)
+        observer.schedule(self, str(self.inbox), recursive=True,  # type: ignore[arg-type]
+                          event_filter=[FileCreatedEvent, FileClosedEvent, FileMovedEvent])
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def alive(self) -> bool:
+        observer = self._observer
+        return observer is not None and bool(observer.is_alive())  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            quiet = _StopNoiseFilter()
+            emitter_log = logging.getLogger("watchdog.observers.inotify")
+            emitter_log.addFilter(quiet)
+            try:
+                observer.stop()  # type: ignore[attr-defined]
+                observer.join(timeout=5)  # type: ignore[attr-defined]
+            finally:
+                emitter_log.removeFilter(quiet)
+
+    def __enter__(self) -> Claimer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
