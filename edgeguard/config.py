@@ -187,13 +187,18 @@ class WebConfig:
     max_upload_mb: int = _opt(30, lo=1, hi=2048, doc="largest photo the page accepts (MB)")
     max_files: int = _opt(20, lo=1, hi=1000,
                           doc="most photos in one upload, and most of the page's photos "
-                              "waiting in the inbox at once")
+                              "being uploaded or waiting to be redacted at once")
     session_hours: float = _opt(12.0, lo=0.05, hi=720.0, doc="a sign-in lasts this long")
     login_failures: int = _opt(5, lo=1, hi=1000,
-                               doc="failed sign-ins allowed per client address within "
-                                   "login_window_s; further attempts wait")
+                               doc="sign-in attempts checked per client address (or per "
+                                   "browser that has signed in before) within "
+                                   "login_window_s; further attempts wait their turn")
     login_window_s: float = _opt(300.0, lo=1.0, hi=86_400.0,
                                  doc="the window the failed sign-ins are counted in")
+    trusted_proxy: bool = _opt(False, doc="behind a TLS proxy on this machine: take the "
+                                          "scheme, host and client address from its "
+                                          "X-Forwarded-Proto/-Host/-For headers (Secure "
+                                          "cookie, https Origin); only from a loopback peer")
 
 
 @dataclass(frozen=True)
