@@ -760,6 +760,7 @@ class Daemon:
                 self._reload()
             for path in self.settler.due():
                 self._hint(path)
+            self.claimer.tidy()  # emptied folders, without waiting for the next rescan
             now = self._clock()
             blocked = self.backoff.remaining() > 0
             room = self.queue.room() * 2 >= self.queue.capacity

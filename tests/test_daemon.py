@@ -168,7 +168,8 @@ def test_existing_and_new_files_are_redacted_and_removed(
     time.sleep(0.15)  # older than stable_s by its ctime too
     r = start()
     _drop(layout.inbox, "sub/new.png", b"NEW")
-    wait_for(lambda: len(_tree(layout.outbox)) == 2 and not _tree(layout.inbox), 5,
+    wait_for(lambda: len(_tree(layout.outbox)) == 2 and not _tree(layout.inbox)
+             and not _tree(layout.spool), 5,
              "two outputs")
     assert _tree(layout.outbox) == {"old.jpg": b"REDACTED:OLD", "sub/new.jpg": b"REDACTED:NEW"}
     assert _tree(layout.inbox) == {}
@@ -222,7 +223,8 @@ def test_a_full_queue_drops_hints_but_never_files(
     r = start(_cfg(queue_size=2), processor=proc)
     for i in range(60):
         _drop(layout.inbox, f"f{i:02d}.jpg", b"X%d" % i)
-    wait_for(lambda: len(_tree(layout.outbox)) == 60 and not _tree(layout.inbox), 20,
+    wait_for(lambda: len(_tree(layout.outbox)) == 60 and not _tree(layout.inbox)
+             and not _tree(layout.spool), 20,
              "60 outputs")
     assert sorted(_tree(layout.outbox)) == [f"f{i:02d}.jpg" for i in range(60)]
     r.stop()

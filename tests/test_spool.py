@@ -110,6 +110,25 @@ def test_emptied_folders_are_removed_once_settled_never_the_inbox(inbox: Path) -
     assert _files(spool_for(inbox)) == []
 
 
+def test_a_folder_emptied_by_claims_goes_at_the_next_tick_once_settled(inbox: Path) -> None:
+    (inbox / "burst").mkdir()
+    (inbox / "burst" / "a.jpg").write_bytes(b"A")
+    mono, wall = [100.0], [time.time_ns()]
+    c = _claimer(inbox, clock=lambda: mono[0], now_ns=lambda: wall[0])
+    c.claim(inbox / "burst" / "a.jpg")
+    c.tidy()
+    assert (inbox / "burst").is_dir()  # just emptied: a writer may still be filling it
+    mono[0] += 1.5
+    wall[0] += int(1.5e9)
+    c.tidy()
+    assert list(inbox.iterdir()) == [] and inbox.is_dir()
+    # The spool's folder goes once its file is done.
+    assert (spool_for(inbox) / "burst").is_dir()
+    (spool_for(inbox) / "burst" / "a.jpg").unlink()
+    c.tidy()
+    assert list(spool_for(inbox).iterdir()) == []
+
+
 def test_links_and_fifos_are_claimed_as_they_are_never_followed(inbox: Path,
                                                                 tmp_path: Path) -> None:
     secret = tmp_path / "secret"

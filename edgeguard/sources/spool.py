@@ -40,7 +40,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileClosedEvent, FileCreatedEvent, FileMovedEvent
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+)
 from watchdog.observers.inotify import InotifyObserver
 
 from edgeguard.sinks.fileops import rename_noreplace
@@ -70,7 +76,8 @@ class Claimer:
                  on_claim: Callable[[Path], None] = lambda p: None,
                  uid: int | None = None,
                  grant: Callable[[Path, int, int], None] = acl.grant,
-                 now_ns: Callable[[], int] = time.time_ns) -> None:
+                 now_ns: Callable[[], int] = time.time_ns,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inbox = inbox
         self.spool = spool
         self.stable_s = stable_s
@@ -78,9 +85,15 @@ class Claimer:
         self._uid = os.geteuid() if uid is None else uid
         self._grant = grant
         self._now_ns = now_ns
+        self._clock = clock
         self._lock = threading.Lock()
+        # Folders to look at again soon (see tidy): inbox folders a file was claimed from
+        # or that appeared, -> when; spool folders a file was claimed into.
+        self._touched: dict[Path, float] = {}
+        self._spool_dirs: set[Path] = set()
         self._warned: set[Path] = set()
         self._observer: object | None = None
+        self._identity: tuple[int, int] = (0, 0)
         self.claimed = 0
 
     # -- claiming -----------------------------------------------------------------------------
@@ -119,6 +132,10 @@ class Claimer:
                                 "is writable by the service")
                 return None
             self.claimed += 1
+            if path.parent != self.inbox:
+                self._touched[path.parent] = self._clock()
+            if dest.parent != self.spool:
+                self._spool_dirs.add(dest.parent)
         self._on_claim(dest)
         return dest
 
@@ -180,6 +197,35 @@ class Claimer:
                         os.rmdir(folder)  # only if empty: its subfolders went first
         return claimed
 
+    def tidy(self) -> None:
+        """Cheap, every supervisor tick: remove the inbox folders that files were claimed
+        from (or that appeared) once empty and settled, and emptied spool folders, without
+        waiting for the next full :meth:`sweep`."""
+        now = self._clock()
+        with self._lock:
+            due = [f for f, t in self._touched.items() if now - t >= self.stable_s]
+            for folder in due:
+                del self._touched[folder]
+        for folder in due:
+            if folder == self.inbox or self.inbox not in folder.parents:
+                continue
+            if self._remove_if_settled(folder):
+                with self._lock:
+                    self._touched[folder.parent] = now  # it may be empty now too
+            elif folder.is_dir() and not any(True for _ in _names(folder)):
+                with self._lock:
+                    self._touched[folder] = now  # empty but not settled yet: look again
+        with self._lock:
+            for folder in sorted(self._spool_dirs, key=lambda p: len(p.parts), reverse=True):
+                try:
+                    os.rmdir(folder)
+                except OSError as exc:
+                    if exc.errno == errno.ENOTEMPTY:
+                        continue
+                self._spool_dirs.discard(folder)
+                if folder.parent != self.spool:
+                    self._spool_dirs.add(folder.parent)
+
     def _walk(self, root: Path) -> list[tuple[Path, list[str], list[str]]]:
         """(folder, non-folder names, folder names) bottom-up, hidden names left out, no
         link followed; a dropper's folder the service cannot list is opened to it first."""
@@ -227,29 +273,42 @@ class Claimer:
                     return None
         return None
 
-    def _remove_if_settled(self, folder: Path) -> None:
+    def _remove_if_settled(self, folder: Path) -> bool:
         """rmdir an empty subfolder of the inbox that has settled (not changed for
-        ``stable_s``: a writer filling it would have changed it)."""
+        ``stable_s``: a writer filling it would have changed it). True when removed."""
         try:
             st = os.lstat(folder)
         except OSError:
-            return
+            return False
         if not stat.S_ISDIR(st.st_mode) or is_young(st, self._now_ns(), self.stable_s):
-            return
+            return False
         try:
             os.rmdir(folder)
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
                 self._warn_once(folder, f"cannot remove the empty inbox folder {folder}: "
                                 f"{exc.strerror}")
-            return
+            return False
         self._warned.discard(folder)
         logger.info("removed an emptied folder from the inbox")
+        return True
 
     # -- the watcher --------------------------------------------------------------------------
 
     def dispatch(self, event: object) -> None:
-        """watchdog events on the inbox: a file created, closed or moved in is claimed."""
+        """watchdog events on the inbox: a file created, closed or moved in is claimed; a
+        new folder is looked at again once settled (:meth:`tidy`)."""
+        if isinstance(event, (DirCreatedEvent, DirMovedEvent)):
+            raw = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
+            folder = Path(os.fsdecode(raw)) if raw else self.inbox
+            try:
+                rel = folder.relative_to(self.inbox)
+            except ValueError:
+                return
+            if rel.parts and not is_ignored(rel):
+                with self._lock:
+                    self._touched[folder] = self._clock()
+            return
         if isinstance(event, FileMovedEvent):
             raw = event.dest_path
         elif isinstance(event, (FileCreatedEvent, FileClosedEvent)):
@@ -262,14 +321,27 @@ class Claimer:
     def start(self) -> None:
         observer = InotifyObserver(generate_full_events=True)
         observer.schedule(self, str(self.inbox), recursive=True,  # type: ignore[arg-type]
-                          event_filter=[FileCreatedEvent, FileClosedEvent, FileMovedEvent])
+                          event_filter=[FileCreatedEvent, FileClosedEvent, FileMovedEvent,
+                                        DirCreatedEvent, DirMovedEvent])
         observer.daemon = True
+        st = os.stat(self.inbox)
+        self._identity = (st.st_dev, st.st_ino)
         observer.start()
         self._observer = observer
 
     def alive(self) -> bool:
+        """False once the watch on the inbox is gone (see :meth:`InboxWatcher.alive`): the
+        daemon then exits and systemd restarts it."""
         observer = self._observer
-        return observer is not None and bool(observer.is_alive())  # type: ignore[attr-defined]
+        if observer is None or not observer.is_alive():  # type: ignore[attr-defined]
+            return False
+        if not all(e.is_alive() for e in observer.emitters):  # type: ignore[attr-defined]
+            return False
+        try:
+            st = os.stat(self.inbox)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
 
     def close(self) -> None:
         observer, self._observer = self._observer, None
@@ -289,3 +361,10 @@ class Claimer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
