@@ -90,7 +90,7 @@ class DaemonConfig:
                                     "lock; empty: the inbox's parent folder")
     workers: int = _opt(2, lo=1, hi=16, doc="images processed at once")
     queue_size: int = _opt(64, lo=1, hi=10_000,
-                           doc="inbox paths queued in memory beyond the workers; the inbox "
+                           doc="paths queued in memory beyond the workers; the spool "
                                "itself holds the rest (found again by a rescan)")
     failed_max_count: int = _opt(200, lo=1, hi=1_000_000, doc="failed/ keeps at most this many")
     failed_max_age_s: int = _opt(7 * 86400, lo=60, hi=10**9, doc="failed/ entries older go")

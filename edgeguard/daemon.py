@@ -13,8 +13,10 @@ Threads:
   and the drain on SIGTERM/SIGINT.
 
 An item ends in exactly one of: an output in the outbox and the input deleted; the input
-moved to failed/ with a reason; or the input left in the inbox for a later pass (outbox not
-writable, the file still being written or changed while it was read). See
+moved to failed/ with a reason; or the input left queued in the spool for a later pass
+(outbox not writable, the file still being written or changed while it was read). Arrivals
+are claimed from the shared inbox into the private spool first (:mod:`edgeguard.sources.spool`);
+the spool is the queue, rescanned at start. See
 :mod:`edgeguard.sinks.journal` for how a crash between publishing and deleting is settled.
 """
 
@@ -287,7 +289,8 @@ class Daemon:
         # Arrivals are claimed from the shared inbox into the private spool at once; the
         # spool is the queue the workers take from (see edgeguard.sources.spool).
         self.root = paths.spool
-        self.claimer = spool.Claimer(paths.inbox, paths.spool, stable_s=d.stable_s)
+        self.claimer = spool.Claimer(paths.inbox, paths.spool, stable_s=d.stable_s,
+                                     hide_names=d.hide_filenames)
         self.watcher = inbox.InboxWatcher(self.root, ready=self._hint, settler=self.settler)
         self._stop = threading.Event()  # SIGTERM and SIGINT alike
         self._wake = threading.Event()
@@ -371,10 +374,10 @@ class Daemon:
         try:
             return self._fail(path, reason)
         except Exception as exc:
-            # Recording the failure failed too: the input stays in the inbox (a rescan
+            # Recording the failure failed too: the input stays queued in the spool (a rescan
             # retries it) and, above all, this worker thread lives on.
             trace = "".join(traceback.format_exception(exc))
-            logger.error("cannot move %s to failed/; it stays in the inbox:\n%s",
+            logger.error("cannot move %s to failed/; it stays queued:\n%s",
                          self._name(path), self._scrub(trace, path))
             return Outcome.DEFERRED
 
@@ -510,12 +513,12 @@ class Daemon:
         return Outcome.FAILED
 
     def _blocked(self, path: Path, reason: str) -> Outcome:
-        """The input stays in the inbox; all work pauses, retried with backoff."""
+        """The input stays queued (in the spool); all work pauses, retried with backoff."""
         pause, first = self.backoff.failure()
         reason = self._scrub(reason, path)
         self.stats.error(reason)
         if first:
-            logger.error("%s; %s stays in the inbox, retrying in %.0f s (up to every %.0f s)",
+            logger.error("%s; %s stays queued, retrying in %.0f s (up to every %.0f s)",
                          reason, self._name(path), pause, self.backoff.cap_s)
             self._notify(f"STATUS={reason}; retrying")
         else:
@@ -700,6 +703,7 @@ class Daemon:
         _quiet_watchdog(d.hide_filenames)
         self.settler.stable_s = d.stable_s
         self.claimer.stable_s = d.stable_s
+        self.claimer.hide_names = d.hide_filenames
         self.backoff.cap_s = d.retry_max_s
         self.failed.max_count = d.failed_max_count
         self.failed.max_age_s = d.failed_max_age_s
@@ -817,7 +821,7 @@ class Daemon:
         left = [s for s in self._slots if s.thread is not None and s.thread.is_alive()]
         if left:
             logger.error("stopping: %d image(s) still in progress after %.0f s; exiting "
-                         "anyway (their inputs stay in the inbox)", len(left),
+                         "anyway (their inputs stay queued for the next start)", len(left),
                          self.cfg.daemon.drain_s)
             self.clean_exit = False
             code = code or 1

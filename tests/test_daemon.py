@@ -287,13 +287,13 @@ def test_an_unwritable_outbox_pauses_work_and_loses_nothing(
         for i in range(3):
             _drop(layout.inbox, f"k{i}.jpg", b"K")
         # The pause starts just before the outage is logged: wait for the line itself.
-        wait_for(lambda: r.daemon.backoff.failing and "stays in the inbox" in caplog.text, 5,
+        wait_for(lambda: r.daemon.backoff.failing and "stays queued" in caplog.text, 5,
                  "the outbox to fail")
         time.sleep(1.5)
     # Claimed into the private spool at once, and kept there while the outbox is down.
     assert _tree(layout.inbox) == {}
     assert sorted(_tree(layout.spool)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
-    assert caplog.text.count("stays in the inbox") == 1  # logged once, not per retry
+    assert caplog.text.count("stays queued") == 1  # logged once, not per retry
     layout.outbox.unlink()
     layout.outbox.mkdir()
     wait_for(lambda: len(_tree(layout.outbox)) == 3 and not _tree(layout.spool), 10,

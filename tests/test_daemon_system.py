@@ -328,7 +328,7 @@ def test_a_full_outbox_keeps_inputs_until_space_returns(work: Path, face_jpeg: b
                                  str(cfg)], cwd=REPO, capture_output=True, text=True,
                                 check=False)
         assert "outbox: not writable" in status.stdout and "no space" in status.stdout
-        assert d.output().count("stays in the inbox") == 1  # logged once
+        assert d.output().count("stays queued") == 1  # logged once
         filler.unlink()
         wait_for(lambda: set(_outputs(work)) == {f"f{i}.jpg" for i in range(5)}
                  and not _pending(work / "inbox"), 30, f"recovery\n{d.output()}")
@@ -408,7 +408,7 @@ def test_sigterm_finishes_work_in_progress_and_exits_0(
         d.notify.wait("STOPPING=1")
         done, waiting = set(_outputs(work)), set(_pending(work / "inbox"))
         assert done | waiting == names and not done & waiting
-        assert waiting  # queued work stays in the inbox for the next start
+        assert waiting  # queued work stays in the spool for the next start
         assert _files(work / "journal") == {}
         assert not [k for k in _files(work / "outbox") if k.startswith(".")]
     with running(["--config", str(cfg)], workdir=work) as d:

@@ -74,6 +74,7 @@ class Claimer:
 
     def __init__(self, inbox: Path, spool: Path, *, stable_s: float,
                  on_claim: Callable[[Path], None] = lambda p: None,
+                 hide_names: bool = False,
                  uid: int | None = None,
                  grant: Callable[[Path, int, int], None] = acl.grant,
                  now_ns: Callable[[], int] = time.time_ns,
@@ -81,6 +82,7 @@ class Claimer:
         self.inbox = inbox
         self.spool = spool
         self.stable_s = stable_s
+        self.hide_names = hide_names  # daemon.hide_filenames: no folder names in the log
         self._on_claim = on_claim
         self._uid = os.geteuid() if uid is None else uid
         self._grant = grant
@@ -128,8 +130,8 @@ class Claimer:
                 return None
             except OSError as exc:
                 self._warn_once(path.parent, f"cannot take files out of the inbox folder "
-                                f"{path.parent}: {exc.strerror}; they stay there until it "
-                                "is writable by the service")
+                                f"{self._shown(path.parent)}: {exc.strerror}; they stay "
+                                "there until it is writable by the service")
                 return None
             self.claimed += 1
             if path.parent != self.inbox:
@@ -171,6 +173,11 @@ class Claimer:
         except OSError as exc:
             # The daemon's open then fails and says why (the file goes to failed/).
             logger.debug("spool: cannot make a claimed file readable: %s", exc.strerror)
+
+    def _shown(self, folder: Path) -> str:
+        if self.hide_names and folder not in (self.inbox, self.spool):
+            return "(name hidden)"
+        return str(folder)
 
     def _warn_once(self, folder: Path, message: str) -> None:
         if folder not in self._warned:
@@ -262,14 +269,15 @@ class Claimer:
                 return None
             except PermissionError as exc:
                 if attempt or folder in (self.inbox, self.spool):
-                    self._warn_once(folder, f"cannot list the inbox folder {folder}: "
-                                    f"{exc.strerror}")
+                    self._warn_once(folder, f"cannot list the inbox folder "
+                                    f"{self._shown(folder)}: {exc.strerror}")
                     return None
                 try:
                     self._grant(folder, self._uid, 7)
                 except OSError as gexc:
-                    self._warn_once(folder, f"cannot list the inbox folder {folder}: "
-                                    f"{exc.strerror} ({gexc.strerror})")
+                    self._warn_once(folder, f"cannot list the inbox folder "
+                                    f"{self._shown(folder)}: {exc.strerror} "
+                                    f"({gexc.strerror})")
                     return None
         return None
 
@@ -286,8 +294,8 @@ class Claimer:
             os.rmdir(folder)
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-                self._warn_once(folder, f"cannot remove the empty inbox folder {folder}: "
-                                f"{exc.strerror}")
+                self._warn_once(folder, "cannot remove the empty inbox folder "
+                                f"{self._shown(folder)}: {exc.strerror}")
             return False
         self._warned.discard(folder)
         logger.info("removed an emptied folder from the inbox")
