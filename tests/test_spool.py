@@ -85,9 +85,12 @@ def test_a_name_still_in_the_spool_waits_in_the_inbox(inbox: Path) -> None:
     c = _claimer(inbox)
     assert c.claim(inbox / "x.jpg") is None
     assert (spool / "x.jpg").read_bytes() == b"being processed"  # never replaced
-    (spool / "x.jpg").unlink()
-    assert c.sweep() == 1
+    c.tidy()
+    assert (inbox / "x.jpg").exists()
+    (spool / "x.jpg").unlink()  # done
+    c.tidy()  # the next supervisor tick
     assert (spool / "x.jpg").read_bytes() == b"the next one"
+    assert not (inbox / "x.jpg").exists()
 
 
 def test_emptied_folders_are_removed_once_settled_never_the_inbox(inbox: Path) -> None:

@@ -93,6 +93,8 @@ class Claimer:
         # or that appeared, -> when; spool folders a file was claimed into.
         self._touched: dict[Path, float] = {}
         self._spool_dirs: set[Path] = set()
+        # Arrivals whose name is still taken in the spool: claimed once it is free.
+        self._waiting: set[Path] = set()
         self._warned: set[Path] = set()
         self._observer: object | None = None
         self._identity: tuple[int, int] = (0, 0)
@@ -127,6 +129,7 @@ class Claimer:
                 return None  # taken already (a second event), or the writer renamed it
             except FileExistsError:
                 logger.debug("spool: a file of the same name is still being processed")
+                self._waiting.add(path)
                 return None
             except OSError as exc:
                 self._warn_once(path.parent, f"cannot take files out of the inbox folder "
@@ -134,6 +137,7 @@ class Claimer:
                                 "there until it is writable by the service")
                 return None
             self.claimed += 1
+            self._waiting.discard(path)
             if path.parent != self.inbox:
                 self._touched[path.parent] = self._clock()
             if dest.parent != self.spool:
@@ -205,9 +209,16 @@ class Claimer:
         return claimed
 
     def tidy(self) -> None:
-        """Cheap, every supervisor tick: remove the inbox folders that files were claimed
-        from (or that appeared) once empty and settled, and emptied spool folders, without
-        waiting for the next full :meth:`sweep`."""
+        """Cheap, every supervisor tick: claim arrivals that waited for their name to be
+        free in the spool; remove the inbox folders that files were claimed from (or that
+        appeared) once empty and settled, and emptied spool folders; all without waiting
+        for the next full :meth:`sweep`."""
+        with self._lock:
+            free = [p for p in self._waiting
+                    if not os.path.lexists(self.spool / p.relative_to(self.inbox))]
+            self._waiting.difference_update(free)
+        for path in free:
+            self.claim(path)  # its namesake is done (or gone: then it was never ours)
         now = self._clock()
         with self._lock:
             due = [f for f, t in self._touched.items() if now - t >= self.stable_s]
