@@ -132,6 +132,27 @@ def test_a_folder_emptied_by_claims_goes_at_the_next_tick_once_settled(inbox: Pa
     assert list(spool_for(inbox).iterdir()) == []
 
 
+def test_a_folder_swapped_for_a_link_is_not_followed(inbox: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "output.jpg").write_bytes(b"not the dropper's")
+    (inbox / "batch").symlink_to(elsewhere)
+    c = _claimer(inbox)
+    assert c.claim(inbox / "batch" / "output.jpg") is None
+    assert c.sweep() == 1  # the link itself is claimed (and refused by the daemon)
+    assert (elsewhere / "output.jpg").read_bytes() == b"not the dropper's"
+    assert (spool_for(inbox) / "batch").is_symlink()
+
+
+def test_an_inbox_reached_through_a_link_still_works(inbox: Path) -> None:
+    alias = inbox.parent / "alias"
+    alias.symlink_to(inbox.parent)
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "a.jpg").write_bytes(b"A")
+    c = Claimer(alias / "inbox", alias / "inbox.spool", stable_s=1.0)
+    assert c.claim(alias / "inbox" / "sub" / "a.jpg") == alias / "inbox.spool" / "sub" / "a.jpg"
+
+
 def test_links_and_fifos_are_claimed_as_they_are_never_followed(inbox: Path,
                                                                 tmp_path: Path) -> None:
     secret = tmp_path / "secret"

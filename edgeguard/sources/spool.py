@@ -80,6 +80,7 @@ class Claimer:
                  now_ns: Callable[[], int] = time.time_ns,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.inbox = inbox
+        self._inbox_real = os.path.realpath(inbox)  # the configured path may hold links
         self.spool = spool
         self.stable_s = stable_s
         self.hide_names = hide_names  # daemon.hide_filenames: no folder names in the log
@@ -117,6 +118,11 @@ class Claimer:
         except OSError:
             return None
         if stat.S_ISDIR(st.st_mode):
+            return None
+        if os.path.realpath(path.parent) != os.path.join(self._inbox_real, *rel.parent.parts):
+            # A folder on the way was swapped for a link since the event: a dropper must not
+            # steer the service to files outside the inbox. (Narrows, does not close, the race.)
+            logger.warning("spool: a folder in the inbox was replaced by a link; not followed")
             return None
         # Readable before it lands in the spool: the daemon's watcher there may hand it to a
         # worker the moment it arrives.
