@@ -101,7 +101,7 @@ class DaemonConfig:
                                     "lock; empty: the inbox's parent folder")
     workers: int = _opt(2, lo=1, hi=16, doc="images processed at once")
     queue_size: int = _opt(64, lo=1, hi=10_000,
-                           doc="inbox paths queued in memory beyond the workers; the inbox "
+                           doc="paths queued in memory beyond the workers; the spool "
                                "itself holds the rest (found again by a rescan)")
     failed_max_count: int = _opt(200, lo=1, hi=1_000_000, doc="failed/ keeps at most this many")
     failed_max_age_s: int = _opt(7 * 86400, lo=60, hi=10**9, doc="failed/ entries older go")
@@ -198,13 +198,18 @@ class WebConfig:
     max_upload_mb: int = _opt(30, lo=1, hi=2048, doc="largest photo the page accepts (MB)")
     max_files: int = _opt(20, lo=1, hi=1000,
                           doc="most photos in one upload, and most of the page's photos "
-                              "waiting in the inbox at once")
+                              "being uploaded or waiting to be redacted at once")
     session_hours: float = _opt(12.0, lo=0.05, hi=720.0, doc="a sign-in lasts this long")
     login_failures: int = _opt(5, lo=1, hi=1000,
-                               doc="failed sign-ins allowed per client address within "
-                                   "login_window_s; further attempts wait")
+                               doc="sign-in attempts checked per client address (or per "
+                                   "browser that has signed in before) within "
+                                   "login_window_s; further attempts wait their turn")
     login_window_s: float = _opt(300.0, lo=1.0, hi=86_400.0,
                                  doc="the window the failed sign-ins are counted in")
+    trusted_proxy: bool = _opt(False, doc="behind a TLS proxy on this machine: take the "
+                                          "scheme, host and client address from its "
+                                          "X-Forwarded-Proto/-Host/-For headers (Secure "
+                                          "cookie, https Origin); only from a loopback peer")
 
 
 @dataclass(frozen=True)
