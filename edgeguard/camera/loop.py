@@ -192,6 +192,9 @@ class CameraService:
         self._detect_ms: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
         self._frame_ms: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
         self._frame_times: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        # capture -> handed to the video writer, per written frame
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._latency_max_ms = 0.0
         self._stop = threading.Event()
         self._snap_requests = 0  # bumped by snap() (signal-safe), taken by the loop
         self._snaps_taken = 0
@@ -350,6 +353,8 @@ class CameraService:
             det = list(self._detect_ms)
             frame = list(self._frame_ms)
             times = list(self._frame_times)
+            lat = list(self._latency_ms)
+            lat_max = self._latency_max_ms
         fps = None
         if len(times) >= 2 and times[-1] > times[0]:
             fps = round((len(times) - 1) / (times[-1] - times[0]), 2)
@@ -361,6 +366,9 @@ class CameraService:
             "detect_ms": round(statistics.fmean(det), 1) if det else None,
             "detect_ms_p95": round(_p95(det), 1) if det else None,
             "frame_ms": round(statistics.fmean(frame), 1) if frame else None,
+            "latency_ms": round(statistics.fmean(lat), 1) if lat else None,
+            "latency_ms_p95": round(_p95(lat), 1) if lat else None,
+            "latency_ms_max": round(lat_max, 1) if lat else None,
             "policy": self.cfg.camera.failure_policy,
             "last_error": self.last_error,
             **c,
@@ -448,6 +456,9 @@ class CameraService:
             now = self._clock()
             self._frame_ms.append((now - t_start) * 1e3)
             self._frame_times.append(now)
+            latency = (now - frame.captured) * 1e3
+            self._latency_ms.append(latency)
+            self._latency_max_ms = max(self._latency_max_ms, latency)
 
     def _detect(self, frame: Frame) -> list[Box]:
         """Faces on the lores frame, as boxes in main pixels."""
