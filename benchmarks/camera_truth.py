@@ -292,7 +292,7 @@ def oracle(video: Video, mode: str, how: str) -> Run:
                     if r is not None:
                         regions.append(r)
                 redact(out, regions, mode=mode, shape=rc.shape, color=rc.color)
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
+            _, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
             yield cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 

@@ -50,6 +50,8 @@ import numpy as np
 
 from edgeguard import codec, fsutil
 from edgeguard.camera import sources, video
+from edgeguard.camera.bracket import Bracket, Held
+from edgeguard.camera.search import FrameSearch
 from edgeguard.camera.sources import CameraError, EndOfStream, Frame, Source
 from edgeguard.camera.tracker import Tracker
 from edgeguard.config import Config
@@ -211,6 +213,8 @@ class CameraService:
         self._started = False
         self._closed = False
         self._own_detector = False  # built from the pipeline (so a reload may rebuild it)
+        self._frame_search: FrameSearch | None = None
+        self._bracket = Bracket(c.delay_frames / c.fps)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -256,6 +260,14 @@ class CameraService:
         if self._detector is None or self._find is None:
             src.close()
             raise ValueError("CameraService needs a pipeline or a detector and a find")
+        # The main-resolution search runs on the pipeline's own detector; an injected
+        # lores detector (tests) keeps the lores search.
+        if c.search == "main" and self._own_detector and hasattr(self._pipe,
+                                                                 "search_levels"):
+            self._frame_search = FrameSearch(
+                self._pipe, min_face=c.min_face, sweep_frames=c.sweep_frames,
+                max_views=c.max_views, motion_threshold=c.motion_threshold)
+        self._bracket = Bracket(c.delay_frames / src.fps)
         w, h = src.main_size
         lw, lh = src.lores_size
         if abs(lw / lh - w / h) > 0.01 * (w / h):
@@ -276,8 +288,11 @@ class CameraService:
         self._loop_thread = threading.Thread(target=self._run, name="edgeguard-camera",
                                              daemon=True)
         self._loop_thread.start()
-        logger.info("camera %s: running; detection on lores %dx%d (%s search), policy %s%s%s",
-                    src.name, lw, lh, c.lores_search, c.failure_policy,
+        search = (f"main-resolution search from {c.min_face:g} px faces, the frame swept "
+                  f"every {c.sweep_frames} frames" if self._frame_search is not None else
+                  f"detection on lores {lw}x{lh} ({c.lores_search} search)")
+        logger.info("camera %s: running; %s, output delayed %d frame(s), policy %s%s%s",
+                    src.name, search, c.delay_frames, c.failure_policy,
                     f", video {c.video_format} segments of {c.segment_s:.0f} s"
                     if c.video else "",
                     f", a still every {c.still_interval_s:g} s"
@@ -392,6 +407,7 @@ class CameraService:
                     frame = src.read(READ_TIMEOUT_S)
                 except EndOfStream:
                     logger.info("camera %s: end of the file", src.name)
+                    self._drain()
                     self.state = "ended"
                     break
                 except CameraError as exc:
@@ -406,41 +422,71 @@ class CameraService:
                     self._frame(frame)
         finally:
             try:
+                self._drain()  # frames held by the bracket are written, not lost
                 if self._writer is not None:
                     self._writer.close()  # publishes the open segment
             finally:
                 src.close()
 
     def _frame(self, frame: Frame) -> None:
-        """One frame, one error boundary: whatever fails, no raw pixel is written."""
-        t_start = self._clock()
+        """One frame, one error boundary: search it, hold it in the bracket, and write the
+        frames the bracket releases. Whatever fails, no raw pixel is written."""
         c = self.cfg.camera
+        t_start = self._clock()
         with self._lock:
             self.counts.frames += 1
             if self._last_index is not None and frame.index > self._last_index + 1:
                 self.counts.missed += frame.index - self._last_index - 1
         self._last_index = frame.index
-        want_still = self._still_due(frame.t)
-        raw: np.ndarray | None = None
+        held = Held(frame, frame.t)
         try:
             t0 = self._clock()
-            boxes = self._detect(frame)
-            detect_ms = (self._clock() - t0) * 1e3
+            boxes = self._search(frame)
+            held.detect_ms = (self._clock() - t0) * 1e3
             age = self._clock() - frame.captured
             if age > c.max_frame_age_s:
                 raise _Late(f"frame {age:.2f} s old after detection (bound "
                             f"{c.max_frame_age_s:g} s)")
-            cover = self.tracker.update(frame.t, boxes)
-            if want_still:
-                raw = frame.main.copy()
-            self._redact(frame.main, cover)
+            held.cover = self.tracker.update(frame.t, boxes)
+            held.found = self.tracker.found_at(frame.t)
         except (DetectionError, RedactionError, _Late) as exc:
-            self._failure(frame, str(exc))
-            return
+            held.error = str(exc)
         except Exception as exc:  # the per-frame boundary: a bug fails the frame, closed
             if type(exc).__name__ not in self._error_logged:
                 self._error_logged.add(type(exc).__name__)
                 logger.exception("camera: internal error on a frame")
+            held.error = f"internal error: {type(exc).__name__}: {exc}"
+        for ready, cover in self._bracket.push(held):
+            self._release(ready, cover)
+        with self._lock:
+            self._frame_ms.append((self._clock() - t_start) * 1e3)
+
+    def _drain(self) -> None:
+        """Write the frames the bracket still holds (end of the stream, stop)."""
+        for ready, cover in self._bracket.drain():
+            self._release(ready, cover)
+
+    def _release(self, held: Held, cover: list[Box]) -> None:
+        """Redact and write one frame the bracket released."""
+        frame = held.frame
+        # Stills are decided here, on the frame being written (a snap gets the frame
+        # written next, captured up to the bracket's delay before it was asked for).
+        want_still = self._still_due(frame.t)
+        if held.error is not None:
+            self._failure(frame, held.error)
+            return
+        raw: np.ndarray | None = None
+        try:
+            if want_still:
+                raw = frame.main.copy()
+            self._redact(frame.main, cover)
+        except RedactionError as exc:
+            self._failure(frame, str(exc))
+            return
+        except Exception as exc:  # the per-frame boundary, as in _frame
+            if type(exc).__name__ not in self._error_logged:
+                self._error_logged.add(type(exc).__name__)
+                logger.exception("camera: internal error redacting a frame")
             self._failure(frame, f"internal error: {type(exc).__name__}: {exc}")
             return
         # Only a redacted frame reaches this point.
@@ -451,14 +497,23 @@ class CameraService:
             self._snaps_taken_commit()
         with self._lock:
             self.counts.written += 1
-            self.counts.faces += len(boxes)
-            self._detect_ms.append(detect_ms)
+            self.counts.faces += len(held.found)
+            self._detect_ms.append(held.detect_ms)
             now = self._clock()
-            self._frame_ms.append((now - t_start) * 1e3)
             self._frame_times.append(now)
             latency = (now - frame.captured) * 1e3
             self._latency_ms.append(latency)
             self._latency_max_ms = max(self._latency_max_ms, latency)
+
+    def _search(self, frame: Frame) -> list[Box]:
+        """This frame's faces in main pixels: the main-resolution search, or the lores
+        search alone (``camera.search``)."""
+        if self._frame_search is None:
+            return self._detect(frame)
+        try:
+            return self._frame_search(frame.main, frame.lores, self.tracker.cover(frame.t))
+        except (ValueError, MemoryError) as exc:
+            raise DetectionError(f"detection failed: {exc}") from exc
 
     def _detect(self, frame: Frame) -> list[Box]:
         """Faces on the lores frame, as boxes in main pixels."""
