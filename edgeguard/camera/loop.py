@@ -51,6 +51,7 @@ import numpy as np
 from edgeguard import codec, fsutil
 from edgeguard.camera import sources, video
 from edgeguard.camera.bracket import Bracket, Held
+from edgeguard.camera.capture import Capture
 from edgeguard.camera.search import FrameSearch
 from edgeguard.camera.sources import CameraError, EndOfStream, Frame, Source
 from edgeguard.camera.tracker import Tracker
@@ -72,6 +73,8 @@ STATS_WINDOW = 100  # detection times and frame times over the most recent frame
 STILL_QUEUE = 1  # raw main copies waiting for the still worker (12 MP = 36 MB each)
 STOP_WAIT_S = 30.0  # stop() waits this long for the loop and a still in progress
 STILL_PREFIX = "cam-"
+CAPTURE_QUEUE_S = 1.0  # frames read ahead of the loop: up to this much of the stream ...
+CAPTURE_QUEUE_BYTES = 256 * 1024 * 1024  # ... and this much memory (2 frames at least)
 
 
 class Detector(Protocol):
@@ -214,6 +217,7 @@ class CameraService:
         self._closed = False
         self._own_detector = False  # built from the pipeline (so a reload may rebuild it)
         self._frame_search: FrameSearch | None = None
+        self._capture: Capture | None = None
         self._bracket = Bracket(c.delay_frames / c.fps)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -401,10 +405,16 @@ class CameraService:
     def _run(self) -> None:
         src = self._source
         assert src is not None
+        w, h = src.main_size
+        depth = max(2, min(round(src.fps * CAPTURE_QUEUE_S),
+                           CAPTURE_QUEUE_BYTES // max(1, w * h * 3)))
+        capture = self._capture = Capture(src, depth=depth, timeout=READ_TIMEOUT_S,
+                                          block=not self._paced)
+        capture.start()
         try:
             while not self._stop.is_set():
                 try:
-                    frame = src.read(READ_TIMEOUT_S)
+                    frame = capture.get(READ_TIMEOUT_S)
                 except EndOfStream:
                     logger.info("camera %s: end of the file", src.name)
                     self._drain()
@@ -422,6 +432,7 @@ class CameraService:
                     self._frame(frame)
         finally:
             try:
+                capture.stop()
                 self._drain()  # frames held by the bracket are written, not lost
                 if self._writer is not None:
                     self._writer.close()  # publishes the open segment
@@ -511,7 +522,12 @@ class CameraService:
         if self._frame_search is None:
             return self._detect(frame)
         try:
-            return self._frame_search(frame.main, frame.lores, self.tracker.cover(frame.t))
+            # Behind (frames queued): fewer crops this frame, so the queue drains and the
+            # latency stays bounded; the tracker and the bracket cover the faces between.
+            queued = self._capture.queued if self._capture is not None else 0
+            budget = None if queued <= 1 else max(1, self.cfg.camera.max_views - 2 * queued)
+            return self._frame_search(frame.main, frame.lores, self.tracker.cover(frame.t),
+                                      max_views=budget)
         except (ValueError, MemoryError) as exc:
             raise DetectionError(f"detection failed: {exc}") from exc
 

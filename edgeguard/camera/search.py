@@ -177,10 +177,11 @@ class FrameSearch:
                     "frame(s) (%d a frame), faces from %g px", width, height,
                     len(views) + 1, n, per, self.min_face)
 
-    def __call__(self, main: np.ndarray, lores: np.ndarray,
-                 tracked: Sequence[Box]) -> list[Box]:
+    def __call__(self, main: np.ndarray, lores: np.ndarray, tracked: Sequence[Box], *,
+                 max_views: int | None = None) -> list[Box]:
         """Face boxes (main pixels) in this frame; ``tracked`` are the tracker's boxes
-        predicted for this frame."""
+        predicted for this frame. ``max_views`` lowers the budget for this frame (the
+        loop is behind); the whole-frame view and the sweep slice always run."""
         h, w = main.shape[:2]
         first = self._size != (w, h)
         if first:
@@ -197,8 +198,10 @@ class FrameSearch:
         rects: list[Region] = []
         lh, lw = lores.shape[:2]
         sx, sy = w / lw, h / lh
-        pad = 2.0 * self.min_face  # a changed edge may be a face's border: look around it
         for x1, y1, x2, y2 in motion:
+            # A changed edge may be a face's border: look around it, by more for a larger
+            # blob (a crop that cuts a face finds a part of it, or nothing).
+            pad = max(2.0 * self.min_face, min(96.0, 0.5 * max(x2 - x1, y2 - y1) * sx))
             r = padded(x1 * sx, y1 * sy, x2 * sx, y2 * sy, pad, w, h)
             if r is not None:
                 rects.append(r)
@@ -212,7 +215,7 @@ class FrameSearch:
         # The rest of the budget goes to the rectangles, in turn: a rectangle left out
         # this frame is first in line the next (the bracket and the tracker cover the
         # frames between two searches of a moving face).
-        budget = self.max_views - stats.views
+        budget = (self.max_views if max_views is None else max_views) - stats.views
         group = [*motion_rects, *merge_rects(track_rects)]
         n_motion = len(motion_rects)
         chosen: list[Region] = []

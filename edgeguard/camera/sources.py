@@ -449,6 +449,9 @@ def usb_webcams(sys_root: Path = Path("/sys/class/video4linux")) -> list[int]:
 # ----------------------------------------------------------------------------- files
 
 
+FILE_BUFFERS = 4
+
+
 class FileSource(Source):
     """A video file or a folder of images played as a camera.
 
@@ -558,8 +561,10 @@ class FileSource(Source):
                     return None
                 self._sleep(due - now)
             # A live camera would have replaced frames we were too slow for: skip them.
+            # It keeps FILE_BUFFERS buffers (picamera2's default for video), so a reader
+            # that is late by fewer frames than that loses none.
             newest = int((self._clock() - self._t0) * self.fps)
-            while self._next < newest:
+            while self._next < newest - FILE_BUFFERS + 1:
                 if not self._skip():
                     raise EndOfStream(self.name)
         index = self._next
@@ -567,7 +572,10 @@ class FileSource(Source):
         if rgb is None:
             raise EndOfStream(self.name)
         self.main_size = (rgb.shape[1], rgb.shape[0])
+        # A buffered frame was captured at its own time, not when it was read.
         captured = self._clock()
+        if self.paced:
+            captured = min(captured, self._t0 + index / self.fps)
         return Frame(index, index / self.fps, captured, rgb, make_lores(rgb, self.lores_size))
 
     def close(self) -> None:
