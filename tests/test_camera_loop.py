@@ -149,7 +149,9 @@ def test_every_video_frame_and_still_is_redacted(pipe: Pipeline, scene: Scene,
     st = svc.status()
     assert st["state"] == "ended"
     assert (st["frames"], st["written"], st["failed"], st["stills"]) == (16, 16, 0, 3)
-    assert st["detect_ms"] > 0 and st["fps"] > 0 and st["faces"] >= 32
+    # Two faces in 16 frames; the main search need not find every face in every frame
+    # (a crop over the view budget waits a frame: the tracker and the bracket cover it).
+    assert st["detect_ms"] > 0 and st["fps"] > 0 and st["faces"] >= 24
     assert st["main_size"] == [1280, 720] and st["lores_size"] == [384, 216]
     json.dumps(st)  # goes into the state file as is
 
