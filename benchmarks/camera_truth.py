@@ -316,8 +316,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def run_daemon(video: Video, mode: str, work: Path, camera: dict[str, str]) -> tuple[
-        Run, dict[str, object]]:
+def run_daemon(video: Video, mode: str, work: Path, camera: dict[str, str],
+               repo: Path = REPO) -> tuple[Run, dict[str, object]]:
     shm = Path(tempfile.mkdtemp(prefix="eg-camtruth-", dir="/dev/shm"))
     outbox = work / f"out-{video.name}-{mode}"
     shutil.rmtree(outbox, ignore_errors=True)
@@ -341,7 +341,7 @@ segment_s = 3600
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
     log = (work / f"daemon-{video.name}-{mode}.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "edgeguard", "run", "--config", str(cfg)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     cam: dict[str, object] = {}
     cpu0 = cpu1 = None
     f0 = 0
@@ -413,6 +413,9 @@ def main() -> int:
     ap.add_argument("--no-oracle", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", type=Path, help="build the videos here and keep them")
+    ap.add_argument("--repo", type=Path, default=REPO,
+                    help="run the daemon from this source tree (e.g. an older commit's, "
+                         "to measure it on the same videos)")
     args = ap.parse_args()
     if not (args.data / "caltech_webfaces" / "annotations.json").exists():
         print(f"{args.data}: no caltech_webfaces annotations", file=sys.stderr)
@@ -438,7 +441,7 @@ def main() -> int:
                         print(f"oracle {mode:8s} {how:8s}",
                               [f"{s['leaked_all']}/{s['face_frames']}" for s in o], flush=True)
             for v in vids:
-                run, info = run_daemon(v, mode, work, camera)
+                run, info = run_daemon(v, mode, work, camera, args.repo)
                 res = {**summary(run), **info, "worst": run.worst[:8]}
                 results[f"{v.name} {mode}"] = res
                 if not args.json:

@@ -418,6 +418,8 @@ class CameraService:
                 except EndOfStream:
                     logger.info("camera %s: end of the file", src.name)
                     self._drain()
+                    if self._writer is not None:
+                        self._writer.close()  # the last segment counts before "ended" shows
                     self.state = "ended"
                     break
                 except CameraError as exc:
