@@ -159,6 +159,9 @@ class CameraConfig:
     motion_threshold: int = _opt(20, lo=1, hi=255,
                                  doc="grey-level change (on the lores frame, against a "
                                      "running average) that counts as motion")
+    masks: tuple[tuple[tuple[int, int], ...], ...] = _opt(
+        (), doc="privacy masks: polygons of main-frame pixels, each a list of at least 3 "
+                "[x, y] points inside the frame, redacted in every video frame and still")
     fps: float = _opt(15.0, lo=1.0, hi=120.0, doc="camera frame rate (and the video's)")
     persist_s: float = _opt(1.0, lo=0.0, hi=30.0,
                             doc="a face's region stays this long after it was last detected, "
@@ -189,6 +192,10 @@ class CameraConfig:
             w, h = getattr(self, key)
             if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
                 raise ConfigError(f"camera.{key}: {w}x{h} must be even numbers, 16-16384")
+        for i, poly in enumerate(self.masks):
+            if len(poly) < 3:
+                raise ConfigError(f"camera.masks[{i}]: a polygon needs at least 3 points, "
+                                  f"got {len(poly)}")
         if (self.lores_size[0] > self.main_size[0]
                 or self.lores_size[1] > self.main_size[1]):
             raise ConfigError("camera.lores_size must not be larger than camera.main_size")

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from edgeguard import codec, fsutil
-from edgeguard.camera import sources, video
+from edgeguard.camera import masks, sources, video
 from edgeguard.camera.bracket import Bracket, Held
 from edgeguard.camera.capture import Capture
 from edgeguard.camera.search import FrameSearch
@@ -254,6 +254,14 @@ class CameraService:
             self._fail(f"{exc}; the inbox runs without the camera")
             return
         self._source = src
+        try:
+            masks.check(c.masks, *src.main_size)
+        except ValueError as exc:
+            src.close()
+            if c.require:
+                raise StartupError(f"{self.cfg.source}: {exc}") from None
+            self._fail(f"{exc}; the camera does not run without its masks")
+            return
         if self._pipe is not None and self._detector is None and self._find is None:
             self._detector = lores_detector(self._pipe, c.lores_search)
             self._find = self._pipe.find
@@ -389,6 +397,7 @@ class CameraService:
             "latency_ms_p95": round(_p95(lat), 1) if lat else None,
             "latency_ms_max": round(lat_max, 1) if lat else None,
             "policy": self.cfg.camera.failure_policy,
+            "masks": [[list(p) for p in poly] for poly in self.cfg.camera.masks],
             "last_error": self.last_error,
             **c,
         }
@@ -493,6 +502,7 @@ class CameraService:
             if want_still:
                 raw = frame.main.copy()
             self._redact(frame.main, cover)
+            self._mask(frame.main)
         except RedactionError as exc:
             self._failure(frame, str(exc))
             return
@@ -565,6 +575,12 @@ class CameraService:
         rc = self.cfg.redact
         redact(rgb, [*self._regions(boxes, w, h), *extra], mode=rc.mode, shape=rc.shape,
                color=rc.color, outline=rc.outline)
+
+    def _mask(self, rgb: np.ndarray) -> None:
+        """The privacy masks (``camera.masks``), over whatever the search found."""
+        if self.cfg.camera.masks:
+            rc = self.cfg.redact
+            masks.apply(rgb, self.cfg.camera.masks, mode=rc.mode, color=rc.color)
 
     def _failure(self, frame: Frame, reason: str) -> None:
         policy = self.cfg.camera.failure_policy
@@ -669,6 +685,7 @@ class CameraService:
         _, found = self._find(item.raw)
         t1 = time.perf_counter()
         self._redact(item.raw, item.cover, found)
+        self._mask(item.raw)
         fmt = still_format(self.cfg.output.format)
         # consume: the still's frame is not used again (no second 36 MB copy at 12 MP)
         data = codec.encode(item.raw, fmt, quality=self.cfg.output.jpeg_quality, consume=True)

@@ -24,6 +24,9 @@ def render_status(cam: dict[str, Any]) -> str:
                  f"missed {cam.get('missed', 0)}; stills {cam.get('stills', 0)}"
                  + (f", video segments {cam['video_segments']}"
                     if "video_segments" in cam else ""))
+    for i, poly in enumerate(cam.get("masks") or []):
+        pts = " ".join(f"{x},{y}" for x, y in poly)
+        lines.append(f"camera privacy mask {i}: {pts} (always redacted)")
     if cam.get("last_error"):
         lines.append(f"camera last error: {cam['last_error']}")
     return "\n".join(lines)
