@@ -16,8 +16,10 @@
    carry detail (those differing from a blur of the input by more than ``DETAIL``): a
    pixel is redacted when the written value differs from the input by more than ``NOISE``
    (JPEG noise is ~2-4 levels). Flat skin looks the same blurred or not, so it is left out
-   of the count rather than called a leak. The same rule is checked first on oracles built
-   from the input (the face boxes redacted in the same mode: must all pass; nothing
+   of the count rather than called a leak; a detail pixel whose detail is gone (less than
+   half of the input's difference from its blur) counts as redacted too (a pixelate cell
+   keeps the local mean of a cheek, not its features). The same rule is checked first on
+   oracles built from the input (the face boxes redacted in the same mode: must all pass; nothing
    redacted, and the region shifted by 60 % of the face: must leak), so the metric can fail.
 4. Reports leaked face-frames by face height, frames written (slots that are not a repeat
    of the previous slot) vs camera frames, the added latency (capture -> handed to the
@@ -221,10 +223,14 @@ def covered(out: np.ndarray, raw: np.ndarray, box: tuple[int, int, int, int, flo
     ox1, oy1, ox2, oy2 = max(0, x1 - pad), max(0, y1 - pad), min(W, x2 + pad), min(H, y2 + pad)
     r = raw[oy1:oy2, ox1:ox2].astype(np.float32)
     o = out[oy1:oy2, ox1:ox2].astype(np.float32)
-    smooth = cv2.GaussianBlur(r, (0, 0), max(1.5, fh / 8))
+    sigma = max(1.5, fh / 8)
+    detail_in = np.abs(r - cv2.GaussianBlur(r, (0, 0), sigma)).max(axis=2)
+    detail_out = np.abs(o - cv2.GaussianBlur(o, (0, 0), sigma)).max(axis=2)
     sl = (slice(y1 - oy1, y2 - oy1), slice(x1 - ox1, x2 - ox1))
-    detail = (np.abs(r - smooth).max(axis=2) > DETAIL)[sl]
-    changed = (np.abs(o - r).max(axis=2) > NOISE)[sl]
+    detail = (detail_in > DETAIL)[sl]
+    # Redacted: the value moved past the noise, or the detail there is gone (a pixelate
+    # cell or a blur over a cheek keeps the local mean but not the feature).
+    changed = ((np.abs(o - r).max(axis=2) > NOISE) | (detail_out < 0.5 * detail_in))[sl]
     if detail.sum() < 0.15 * detail.size:  # a featureless box: count every pixel
         return float(changed.mean())
     return float((changed & detail).sum() / detail.sum())
@@ -380,8 +386,8 @@ segment_s = 3600
         "cpu_ms_per_camera_frame": round(1e3 * ((cpu1 or 0) - (cpu0 or 0)) /
                                          max(1, frames_seen), 1),
         **{k: cam.get(k) for k in ("frames", "written", "missed", "failed", "fps",
-                                   "detect_ms", "frame_ms", "latency_ms", "latency_ms_p95",
-                                   "latency_ms_max", "video_segments")},
+                                   "detect_ms", "frame_ms", "views_per_frame", "latency_ms",
+                                   "latency_ms_p95", "latency_ms_max", "video_segments")},
     }
     shutil.rmtree(outbox, ignore_errors=True)
     return run, info

@@ -145,10 +145,10 @@ class CameraConfig:
                            "frame alone, lores_search; misses faces under ~40 main px)")
     min_face: float = _opt(16.0, lo=8.0, hi=1000.0,
                            doc="smallest face (main pixels, height) the main search looks for")
-    sweep_frames: int = _opt(10, lo=1, hi=120,
+    sweep_frames: int = _opt(8, lo=1, hi=120,
                              doc="the whole main frame is searched once every this many "
                                  "frames, a slice per frame")
-    delay_frames: int = _opt(10, lo=0, hi=120,
+    delay_frames: int = _opt(8, lo=0, hi=120,
                              doc="a frame is written once this many later frames were "
                                  "searched, so a face found later is covered back to its "
                                  "first frame (frames kept in memory; added latency "

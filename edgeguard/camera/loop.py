@@ -200,6 +200,7 @@ class CameraService:
         # capture -> handed to the video writer, per written frame
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
         self._latency_max_ms = 0.0
+        self._views: collections.deque[int] = collections.deque(maxlen=STATS_WINDOW)
         self._stop = threading.Event()
         self._snap_requests = 0  # bumped by snap() (signal-safe), taken by the loop
         self._snaps_taken = 0
@@ -382,6 +383,7 @@ class CameraService:
             times = list(self._frame_times)
             lat = list(self._latency_ms)
             lat_max = self._latency_max_ms
+            views = list(self._views)
         fps = None
         if len(times) >= 2 and times[-1] > times[0]:
             fps = round((len(times) - 1) / (times[-1] - times[0]), 2)
@@ -393,6 +395,7 @@ class CameraService:
             "detect_ms": round(statistics.fmean(det), 1) if det else None,
             "detect_ms_p95": round(_p95(det), 1) if det else None,
             "frame_ms": round(statistics.fmean(frame), 1) if frame else None,
+            "views_per_frame": round(statistics.fmean(views), 1) if views else None,
             "latency_ms": round(statistics.fmean(lat), 1) if lat else None,
             "latency_ms_p95": round(_p95(lat), 1) if lat else None,
             "latency_ms_max": round(lat_max, 1) if lat else None,
@@ -482,6 +485,8 @@ class CameraService:
             self._release(ready, cover)
         with self._lock:
             self._frame_ms.append((self._clock() - t_start) * 1e3)
+            if self._frame_search is not None:
+                self._views.append(self._frame_search.stats.views)
 
     def _drain(self) -> None:
         """Write the frames the bracket still holds (end of the stream, stop)."""
@@ -536,7 +541,8 @@ class CameraService:
         try:
             # Behind (frames queued): fewer crops this frame, so the queue drains and the
             # latency stays bounded; the tracker and the bracket cover the faces between.
-            queued = self._capture.queued if self._capture is not None else 0
+            # (An unpaced file fills the queue by design: it is never behind.)
+            queued = self._capture.queued if self._capture is not None and self._paced else 0
             budget = None if queued <= 1 else max(1, self.cfg.camera.max_views - 2 * queued)
             return self._frame_search(frame.main, frame.lores, self.tracker.cover(frame.t),
                                       max_views=budget)
