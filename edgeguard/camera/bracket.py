@@ -1,5 +1,5 @@
 """Bracketed output: a frame is redacted and written only once the searches of the
-frames up to ``delay_s`` seconds after it are known. Pure (boxes and times; the frames ride along).
+``delay`` frames after it are known. Pure (boxes and times; the frames ride along).
 
 The tracker covers a face *after* it was found (``persist_s``, following its motion). A
 face found only later (the sweep reached its part of the frame, or its score rose) was
@@ -48,10 +48,10 @@ class Bracket:
     """A FIFO of :class:`Held` frames; :meth:`push` returns the frames that are ready,
     each with every box to redact in it."""
 
-    def __init__(self, delay_s: float, *, growth: float = 0.5) -> None:
-        if delay_s < 0 or growth < 0:
-            raise ValueError("delay_s and growth must be >= 0")
-        self.delay_s = delay_s
+    def __init__(self, delay: int, *, growth: float = 0.5) -> None:
+        if delay < 0 or growth < 0:
+            raise ValueError("delay and growth must be >= 0")
+        self.delay = delay
         self.growth = growth
         self._held: collections.deque[Held] = collections.deque()
 
@@ -62,11 +62,15 @@ class Bracket:
         if self._held and item.t < self._held[-1].t:
             yield from self.drain()  # the stream restarted: nothing carries back over it
         self._held.append(item)
-        # Stream time, not a frame count: when the loop skips frames it holds fewer, and
-        # the latency stays what the configuration says.
-        while self._held and item.t - self._held[0].t >= self.delay_s - 1e-6 \
-                and (self.delay_s > 0 or self._held[0] is item):
+        # Searched frames, not stream time: the sweep covers the frame once every so many
+        # *searched* frames, so when the loop skips frames the hold (and the latency)
+        # grows with them rather than releasing a frame the sweep has not covered.
+        while len(self._held) > self.delay:
             yield self._pop()
+
+    def held(self) -> list[Held]:
+        """The frames waiting, oldest first (the end of a stream searches them in full)."""
+        return list(self._held)
 
     def drain(self) -> Iterator[tuple[Held, list[Box]]]:
         """Every held frame, with what is known (the end of the stream, a stop)."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import copy
 import dataclasses
 import logging
 import os
@@ -87,21 +86,27 @@ Find = Callable[[np.ndarray], tuple[list[Detection], list[Region]]]
 OnOutput = Callable[[str, Path, int], None]  # (kind "still" | "video", path, frame index)
 
 
-def lores_detector(pipe: Any, search: str) -> Detector:
-    """The per-frame detector over the pipeline's interpreters (no new interpreter).
+class _WholeView:
+    """The lores frame's whole-frame view alone, through the pipeline's own calls (level 0
+    of the frame's plan; no copy of the detector)."""
 
-    ``full`` is the pipeline's own multi-scale detector; ``whole`` is a copy whose plan
-    keeps only the whole-frame view (a ``min_face`` no tile level is planned for).
-    """
-    det = pipe.detector
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        plan = self._pipe.frame_plan(w, h, min_face=self._pipe.detector.params.plan.min_face)
+        return list(self._pipe.search_levels(rgb, plan[:1]))
+
+
+def lores_detector(pipe: Any, search: str) -> Detector:
+    """The lores detector over the pipeline's interpreters (no new interpreter): ``full``
+    is the pipeline's own multi-scale detector, ``whole`` its whole-frame view alone."""
     if search == "full":
-        return det
+        return pipe.detector
     if search != "whole":
         raise ValueError(f"lores_search {search!r}: expected full or whole")
-    whole = copy.copy(det)
-    whole.params = dataclasses.replace(
-        det.params, plan=dataclasses.replace(det.params.plan, min_face=1e9))
-    return whole
+    return _WholeView(pipe)
 
 
 def check_camera(cfg: Config, *, choose: Callable[..., Source | None] = sources.choose) -> str:
@@ -219,7 +224,7 @@ class CameraService:
         self._own_detector = False  # built from the pipeline (so a reload may rebuild it)
         self._frame_search: FrameSearch | None = None
         self._capture: Capture | None = None
-        self._bracket = Bracket(c.delay_frames / c.fps)
+        self._bracket = Bracket(c.delay_frames)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -280,7 +285,7 @@ class CameraService:
             self._frame_search = FrameSearch(
                 self._pipe, min_face=c.min_face, sweep_frames=c.sweep_frames,
                 max_views=c.max_views, motion_threshold=c.motion_threshold)
-        self._bracket = Bracket(c.delay_frames / src.fps)
+        self._bracket = Bracket(c.delay_frames)
         w, h = src.main_size
         lw, lh = src.lores_size
         if abs(lw / lh - w / h) > 0.01 * (w / h):
@@ -429,6 +434,7 @@ class CameraService:
                     frame = capture.get(READ_TIMEOUT_S)
                 except EndOfStream:
                     logger.info("camera %s: end of the file", src.name)
+                    self._search_held_in_full()
                     self._drain()
                     if self._writer is not None:
                         self._writer.close()  # the last segment counts before "ended" shows
@@ -447,6 +453,7 @@ class CameraService:
         finally:
             try:
                 capture.stop()
+                self._search_held_in_full()
                 self._drain()  # frames held by the bracket are written, not lost
                 if self._writer is not None:
                     self._writer.close()  # publishes the open segment
@@ -487,6 +494,20 @@ class CameraService:
             self._frame_ms.append((self._clock() - t_start) * 1e3)
             if self._frame_search is not None:
                 self._views.append(self._frame_search.stats.views)
+
+    def _search_held_in_full(self) -> None:
+        """At the end of a file no later frames will bracket the held ones: each gets the
+        full search of its main frame instead (a face that walked in during the last
+        ``delay_frames`` frames may not have been swept yet)."""
+        if self._frame_search is None:
+            return
+        for held in self._bracket.held():
+            if held.error is not None:
+                continue
+            try:
+                held.cover.extend(self._frame_search.full(held.frame.main))
+            except (DetectionError, ValueError, MemoryError) as exc:
+                held.error = f"detection failed: {exc}"
 
     def _drain(self) -> None:
         """Write the frames the bracket still holds (end of the stream, stop)."""
@@ -567,20 +588,21 @@ class CameraService:
         sx, sy = main_w / w, main_h / h
         return [Box(d.box.x1 * sx, d.box.y1 * sy, d.box.x2 * sx, d.box.y2 * sy) for d in dets]
 
-    def _regions(self, boxes: Sequence[Box], width: int, height: int) -> list[Region]:
-        out = []
-        for b in boxes:
-            r = region_for(b, expand=self.cfg.redact.expand, width=width, height=height)
-            if r is not None:
-                out.append(r)
-        return out
-
     def _redact(self, rgb: np.ndarray, boxes: Sequence[Box],
                 extra: Sequence[Region] = ()) -> None:
+        """Face boxes (expanded by ``[redact]``) and exact regions, through the pipeline
+        when there is one (the regions are made in one place)."""
+        pipe = self._pipe
+        if pipe is not None and hasattr(pipe, "redact_boxes") \
+                and pipe.cfg.redact == self.cfg.redact:
+            pipe.redact_boxes(rgb, boxes, extra)
+            return
         h, w = rgb.shape[:2]
         rc = self.cfg.redact
-        redact(rgb, [*self._regions(boxes, w, h), *extra], mode=rc.mode, shape=rc.shape,
-               color=rc.color, outline=rc.outline)
+        regions = [r for r in (region_for(b, expand=rc.expand, width=w, height=h)
+                               for b in boxes) if r is not None]
+        redact(rgb, [*regions, *extra], mode=rc.mode, shape=rc.shape, color=rc.color,
+               outline=rc.outline)
 
     def _mask(self, rgb: np.ndarray) -> None:
         """The privacy masks (``camera.masks``), over whatever the search found."""

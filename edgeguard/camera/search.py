@@ -240,6 +240,12 @@ class FrameSearch:
         self.stats = stats
         return merge_boxes([d.box for d in found])
 
+    def full(self, main: np.ndarray) -> list[Box]:
+        """Every view of the main frame's plan (the end of a stream)."""
+        h, w = main.shape[:2]
+        levels = self.pipe.frame_plan(w, h, min_face=self.min_face)
+        return [d.box for d in self.pipe.search_levels(main, levels)]
+
     def _views(self, r: Region) -> int:
         levels = self.pipe.frame_plan(_round_up(r.x2 - r.x1), _round_up(r.y2 - r.y1),
                                       min_face=self.min_face)
