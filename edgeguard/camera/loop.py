@@ -214,6 +214,7 @@ class CameraService:
         self._next_poll = 0.0
         self._trigger_warned = False
         self._last_index: int | None = None
+        self._last_shape: tuple[int, ...] | None = None
         self._error_logged: set[str] = set()
         self._writer: video.ThreadedWriter | None = None
         self._loop_thread: threading.Thread | None = None
@@ -470,6 +471,16 @@ class CameraService:
             if self._last_index is not None and frame.index > self._last_index + 1:
                 self.counts.missed += frame.index - self._last_index - 1
         self._last_index = frame.index
+        shape = frame.main.shape
+        if self._last_shape is not None and shape != self._last_shape:
+            # Another picture (a folder of images of different sizes): nothing found in
+            # one carries over to the next, in either direction.
+            self._search_held_in_full()
+            self._drain()
+            self.tracker.reset()
+            if self._frame_search is not None:
+                self._frame_search.reset()
+        self._last_shape = shape
         held = Held(frame, frame.t)
         try:
             t0 = self._clock()
@@ -496,18 +507,23 @@ class CameraService:
                 self._views.append(self._frame_search.stats.views)
 
     def _search_held_in_full(self) -> None:
-        """At the end of a file no later frames will bracket the held ones: each gets the
-        full search of its main frame instead (a face that walked in during the last
-        ``delay_frames`` frames may not have been swept yet)."""
-        if self._frame_search is None:
+        """At the end of a file (or a stop) no later frames will bracket the held ones: the
+        newest gets the full search of its main frame, and what it finds is carried back
+        over the others like any later detection (a face that walked in during the last
+        ``delay_frames`` frames may not have been swept yet). One full search, not one per
+        held frame, so the last frames wait ~0.2 s more, not seconds."""
+        held = self._bracket.held()
+        if self._frame_search is None or not held or held[-1].error is not None:
             return
-        for held in self._bracket.held():
-            if held.error is not None:
-                continue
-            try:
-                held.cover.extend(self._frame_search.full(held.frame.main))
-            except (DetectionError, ValueError, MemoryError) as exc:
-                held.error = f"detection failed: {exc}"
+        last = held[-1]
+        try:
+            boxes = self._frame_search.full(last.frame.main)
+        except (DetectionError, ValueError, MemoryError) as exc:
+            last.error = f"detection failed: {exc}"
+            return
+        last.cover.extend(boxes)
+        # ids no track uses (tracks count up from 1); no velocity: carried back grown
+        last.found.extend((-1 - i, b, 0.0, 0.0) for i, b in enumerate(boxes))
 
     def _drain(self) -> None:
         """Write the frames the bracket still holds (end of the stream, stop)."""
