@@ -361,3 +361,40 @@ def test_check_camera_reports_what_auto_finds(tmp_path: Path) -> None:
     missing = config.from_dict({"camera": {"source": "file:/nonexistent", "require": True}})
     with pytest.raises(StartupError, match="no such file"):
         check_camera(missing)
+
+
+class _SlowRelease:
+    """cv2.VideoWriter whose release takes a while (a slow SD card's fsync)."""
+
+    def __init__(self, *args: object) -> None:
+        import cv2
+
+        self._w = cv2.VideoWriter(*args)  # type: ignore[call-overload]
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return bool(self._w.isOpened())
+
+    def write(self, frame: np.ndarray) -> None:
+        self._w.write(frame)
+
+    def release(self) -> None:
+        time.sleep(0.5)
+        self._w.release()
+
+
+def test_the_status_counts_the_last_segment_once_the_file_ended(
+        pipe: Pipeline, frames_dir: Path, tmp_path: Path) -> None:
+    # `edgeguard status` read right after the end of a file showed one segment fewer
+    # than were written: "ended" came before the last segment was published.
+    cfg = make_cfg(frames_dir)
+    (tmp_path / "outbox").mkdir()
+    svc = CameraService(cfg, pipe, tmp_path / "outbox", paced=False,
+                        writer_factory=_SlowRelease)
+    svc.start()
+    deadline = time.monotonic() + 60 * PATIENCE
+    while svc.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.005)
+    st = svc.status()
+    svc.stop()
+    assert st["state"] == "ended"
+    assert st["video_segments"] == 1 == len(list((tmp_path / "outbox").glob("cam-*.mp4")))
