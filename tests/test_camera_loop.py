@@ -371,7 +371,7 @@ class _SlowRelease:
 
         self._w = cv2.VideoWriter(*args)  # type: ignore[call-overload]
 
-    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+    def isOpened(self) -> bool:
         return bool(self._w.isOpened())
 
     def write(self, frame: np.ndarray) -> None:
