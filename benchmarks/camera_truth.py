@@ -393,6 +393,33 @@ segment_s = 3600
     return run, info
 
 
+def run_inprocess(video: Video, mode: str, work: Path, camera: dict[str, str]) -> tuple[
+        Run, dict[str, object]]:
+    """The same search in this process, unpaced: every frame searched at the full budget,
+    so the leaks do not depend on the machine's load (``--inprocess``)."""
+    import tomllib
+
+    from edgeguard import config
+    from edgeguard.camera.loop import CameraService
+    from edgeguard.pipeline import Pipeline
+
+    extra = tomllib.loads("".join(f"{k} = {v}\n" for k, v in camera.items()))
+    cfg = config.from_dict({"redact": {"mode": mode}, "camera": {
+        "source": f"file:{video.path}", "fps": FPS, "video": True, "video_format": "mkv",
+        "segment_s": 3600.0, "max_frame_age_s": 60.0, **extra}})
+    outbox = work / f"out-{video.name}-{mode}"
+    shutil.rmtree(outbox, ignore_errors=True)
+    outbox.mkdir(parents=True)
+    svc = CameraService(cfg, Pipeline(cfg), outbox, paced=False)
+    svc.start()
+    svc.join()
+    svc.stop()
+    st = svc.status()
+    run = score(video, (f for v in sorted(outbox.glob("cam-*.mkv")) for f in frames_of(v)))
+    shutil.rmtree(outbox, ignore_errors=True)
+    return run, {k: st.get(k) for k in ("frames", "written", "detect_ms", "views_per_frame")}
+
+
 def summary(run: Run) -> dict[str, object]:
     leaked = {k: f"{v[0]}/{v[1]}" for k, v in sorted(run.faces.items(),
                                                        key=lambda kv: _bin_key(kv[0]))}
@@ -417,6 +444,8 @@ def main() -> int:
     ap.add_argument("--camera", action="append", default=[],
                     help="extra [camera] key = TOML value, e.g. lores_search='\"whole\"'")
     ap.add_argument("--no-oracle", action="store_true")
+    ap.add_argument("--inprocess", action="store_true",
+                    help="search in this process, unpaced (every frame, load-independent)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", type=Path, help="build the videos here and keep them")
     ap.add_argument("--repo", type=Path, default=REPO,
@@ -447,7 +476,8 @@ def main() -> int:
                         print(f"oracle {mode:8s} {how:8s}",
                               [f"{s['leaked_all']}/{s['face_frames']}" for s in o], flush=True)
             for v in vids:
-                run, info = run_daemon(v, mode, work, camera, args.repo)
+                run, info = (run_inprocess(v, mode, work, camera) if args.inprocess
+                             else run_daemon(v, mode, work, camera, args.repo))
                 res = {**summary(run), **info, "worst": run.worst[:8]}
                 results[f"{v.name} {mode}"] = res
                 if not args.json:
