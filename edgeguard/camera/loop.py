@@ -372,6 +372,8 @@ class CameraService:
             if self._own_detector:
                 self._detector = lores_detector(pipe, cfg.camera.lores_search)
                 self._find = pipe.find
+                if self._frame_search is not None:
+                    self._frame_search.pipe = pipe  # the new [detect] from the next frame
 
     def snap(self) -> None:
         """Ask for a still of the next frame. Safe to call from a signal handler."""
