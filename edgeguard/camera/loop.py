@@ -374,6 +374,7 @@ class CameraService:
                 self._find = pipe.find
                 if self._frame_search is not None:
                     self._frame_search.pipe = pipe  # the new [detect] from the next frame
+                    self._frame_search.reset()  # its plan is made again
 
     def snap(self) -> None:
         """Ask for a still of the next frame. Safe to call from a signal handler."""
