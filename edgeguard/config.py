@@ -126,6 +126,7 @@ class DaemonConfig:
 
 CAMERA_POLICIES = ("blank", "drop")
 VIDEO_FORMATS = ("mp4", "mkv")
+CAMERA_FRAME_SEARCHES = ("main", "lores")
 CAMERA_SEARCHES = ("full", "whole")
 # none | auto | picamera2[:N] | v4l2:N | file:PATH (checked here so a bad spec fails at load)
 _CAMERA_SOURCE = re.compile(r"none|auto|picamera2(:\d+)?|v4l2:\d+|file:.+")
@@ -148,6 +149,30 @@ class CameraConfig:
     lores_search: str = _opt("full", choices=CAMERA_SEARCHES,
                              doc="per-frame search on the lores frame: full (the profile's "
                                  "views, finds smaller faces) or whole (one view, faster)")
+    search: str = _opt("main", choices=CAMERA_FRAME_SEARCHES,
+                       doc="per-frame search: main (main-resolution pixels: changed regions "
+                           "and tracked faces every frame, the rest swept every "
+                           "sweep_frames, output delayed delay_frames) or lores (the lores "
+                           "frame alone, lores_search; misses faces under ~40 main px)")
+    min_face: float = _opt(16.0, lo=8.0, hi=1000.0,
+                           doc="smallest face (main pixels, height) the main search looks for")
+    sweep_frames: int = _opt(8, lo=1, hi=120,
+                             doc="the whole main frame is searched once every this many "
+                                 "frames, a slice per frame")
+    delay_frames: int = _opt(8, lo=0, hi=120,
+                             doc="a frame is written once this many later frames were "
+                                 "searched, so a face found later is covered back to its "
+                                 "first frame (frames kept in memory; added latency "
+                                 "delay_frames / fps)")
+    max_views: int = _opt(10, lo=1, hi=1000,
+                          doc="main-resolution views per frame for changed regions and "
+                              "tracked faces (the sweep's slice comes on top)")
+    motion_threshold: int = _opt(20, lo=1, hi=255,
+                                 doc="grey-level change (on the lores frame, against a "
+                                     "running average) that counts as motion")
+    masks: tuple[tuple[tuple[int, int], ...], ...] = _opt(
+        (), doc="privacy masks: polygons of main-frame pixels, each a list of at least 3 "
+                "[x, y] points inside the frame, redacted in every video frame and still")
     fps: float = _opt(15.0, lo=1.0, hi=120.0, doc="camera frame rate (and the video's)")
     persist_s: float = _opt(1.0, lo=0.0, hi=30.0,
                             doc="a face's region stays this long after it was last detected, "
@@ -178,6 +203,10 @@ class CameraConfig:
             w, h = getattr(self, key)
             if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
                 raise ConfigError(f"camera.{key}: {w}x{h} must be even numbers, 16-16384")
+        for i, poly in enumerate(self.masks):
+            if len(poly) < 3:
+                raise ConfigError(f"camera.masks[{i}]: a polygon needs at least 3 points, "
+                                  f"got {len(poly)}")
         if (self.lores_size[0] > self.main_size[0]
                 or self.lores_size[1] > self.main_size[1]):
             raise ConfigError("camera.lores_size must not be larger than camera.main_size")

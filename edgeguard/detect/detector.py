@@ -180,6 +180,33 @@ class FaceDetector:
         self._local.stats = stats
         return found
 
+    def detect_levels(self, rgb: np.ndarray, levels: Sequence[Level]) -> list[Detection]:
+        """Faces in ``rgb`` from the given levels only (each may list a subset of its
+        tiles), merged as :meth:`detect` merges. The camera spreads one frame's plan over
+        several frames with it (a sweep) and searches main-resolution crops; ``levels``
+        come from :func:`~edgeguard.detect.planner.plan` for this frame's size."""
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
+                or rgb.dtype != np.uint8:
+            raise ValueError("expected an RGB uint8 array of shape (H, W, 3)")
+        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            raise ValueError("empty image")
+        stats = DetectStats(levels=len(levels))
+        all_boxes: list[np.ndarray] = []
+        all_scores: list[np.ndarray] = []
+        for level, image in zip(levels, _pyramid(rgb, levels), strict=True):
+            level_boxes, level_scores = self._run_level(level, image, stats)
+            all_boxes.extend(level_boxes)
+            all_scores.extend(level_scores)
+        self._local.stats = stats
+        if not all_boxes:
+            return []
+        p = self.params
+        boxes, scores = merge(np.concatenate(all_boxes), np.concatenate(all_scores),
+                              p.nms_iou, min_score=p.min_score, low_score=p.low_score,
+                              min_support=p.min_support)
+        return [_detection(b[:4], s, b[4:], s < p.face_score)
+                for b, s in zip(boxes, scores, strict=True)]
+
     def _run_level(self, level: Level, image: np.ndarray,
                    stats: DetectStats) -> tuple[list[np.ndarray], list[np.ndarray]]:
         runner = self._runners[level.model]
