@@ -104,6 +104,7 @@ def detect_params(cfg: Config) -> DetectParams:
         band_hi=prof.band_hi,
         second=second,
         face_score=prof.face_score,
+        solo_min_score=d.min_score or prof.solo_min_score,
     )
 
 

@@ -79,6 +79,8 @@ class DetectParams:
     band_lo: float = 0.0  # a tile level drops boxes shorter than band_lo x its smallest face
     band_hi: float = 0.0  # ... and taller than band_hi x its largest (0: no limit)
     second: SecondParams | None = None  # the second model's search; None: BlazeFace only
+    solo_min_score: float = 0.0  # merged faces scoring this are kept where BlazeFace
+    # searches alone (detect_levels: the camera); 0: min_score
     face_score: float = 0.5  # detections scoring this are counted as faces; the rest
     # (kept privacy-first, down to min_score / second.score) as weak regions
 
@@ -182,7 +184,8 @@ class FaceDetector:
 
     def detect_levels(self, rgb: np.ndarray, levels: Sequence[Level]) -> list[Detection]:
         """Faces in ``rgb`` from the given levels only (each may list a subset of its
-        tiles), merged as :meth:`detect` merges. The camera spreads one frame's plan over
+        tiles), merged as :meth:`detect` merges but at ``solo_min_score``: BlazeFace
+        searches alone here, without the second model. The camera spreads one frame's plan over
         several frames with it (a sweep) and searches main-resolution crops; ``levels``
         come from :func:`~edgeguard.detect.planner.plan` for this frame's size."""
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
@@ -201,8 +204,9 @@ class FaceDetector:
         if not all_boxes:
             return []
         p = self.params
+        solo = p.solo_min_score or p.min_score
         boxes, scores = merge(np.concatenate(all_boxes), np.concatenate(all_scores),
-                              p.nms_iou, min_score=p.min_score, low_score=p.low_score,
+                              p.nms_iou, min_score=solo, low_score=min(solo, p.low_score),
                               min_support=p.min_support)
         return [_detection(b[:4], s, b[4:], s < p.face_score)
                 for b, s in zip(boxes, scores, strict=True)]

@@ -39,6 +39,8 @@ class Profile:
     second_tile_pixels: float = 0.3e6  # its input in tiles of at most this many pixels
     second_tile_overlap: int = 96  # ... overlapping by this many (its memory: ~240 B/px)
     face_score: float = 0.5  # detections scoring this count as faces, the rest as weak
+    solo_min_score: float = 0.3  # BlazeFace's threshold where it searches alone (the
+    # camera's main-resolution search, which runs no second model): its own trade-off
     # low_score/min_support (keep weak faces seen by many anchors or views) and the size
     # band were measured: both trade recall for false detections along the same curve as
     # the plain threshold (no gain at equal excess), so the profiles leave them off.
@@ -60,15 +62,18 @@ class Profile:
 _FAST = Profile(
     whole_model="full", whole_face_lo=14, tile_model="full", face_lo=14, face_hi=44,
     min_face=16, fine_face_lo=10, max_views=30, views_per_mp=10, max_upscale=2.0,
-    candidate_score=0.3, min_score=0.3, low_score=0.3, min_support=0.0, flat_std=3.0)
+    candidate_score=0.3, min_score=0.3, low_score=0.3, min_support=0.0, flat_std=3.0,
+    solo_min_score=0.3)
 _BALANCED = replace(
-    _FAST, min_face=1e9, max_views=40, views_per_mp=13.5, min_score=0.5, low_score=0.5,
+    _FAST, min_face=1e9, max_views=40, views_per_mp=13.5, candidate_score=0.2,
+    solo_min_score=0.2, min_score=0.5, low_score=0.5,
     second_model="centerface", second_score=0.1, second_box_shift=0.15,
     second_megapixels=0.5, second_min_scale=0.6, second_max_scale=1.0)
 PROFILES: dict[str, Profile] = {
     "fast": _FAST,
     "balanced": _BALANCED,
     "thorough": replace(_BALANCED, min_face=16, max_views=40, views_per_mp=13.5,
-                        candidate_score=0.2, min_score=0.3, low_score=0.3,
+                        candidate_score=0.15, solo_min_score=0.15, min_score=0.3,
+                        low_score=0.3,
                         second_megapixels=1.0, second_min_scale=0.75),
 }
