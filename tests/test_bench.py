@@ -404,4 +404,4 @@ def test_bench_end_to_end_with_the_real_detector(astronaut_set: Path, tmp_path: 
     assert ours["s_per_image"] > 0 and ours["startup_s"] > 0
     assert 20 < ours["peak_rss_mb"] < 1000
     assert rows["codec floor"]["status"] == "ok"
-    assert (out / "protected_by_size.png").is_file()
+    assert (out / "leak_by_size.png").is_file()

@@ -141,7 +141,8 @@ def write_json(rep: BenchReport, path: Path) -> None:
 
 
 def plot(rep: BenchReport, path: Path) -> bool:
-    """Protected share by face-size bucket, one panel per set, one line per tool.
+    """Unprotected share (the leak rate) by face-size bucket, one panel per set, one line
+    per tool.
 
     Returns False (and logs why) when matplotlib is not installed.
     """
@@ -169,7 +170,7 @@ def plot(rep: BenchReport, path: Path) -> bool:
         for r in s.rows:
             if r.score is None:
                 continue
-            y = [v * 100 for v in r.score.by_bucket]
+            y = [100 - v * 100 for v in r.score.by_bucket]
             (line,) = ax.plot(x, y, styles.get(r.m.kind, ":"), marker="o", markersize=3,
                               color=f"C{tools.index(r.m.tool) % 10}", label=r.m.tool)
             handles.setdefault(r.m.tool, line)
@@ -177,12 +178,13 @@ def plot(rep: BenchReport, path: Path) -> bool:
         ax.set_xticks(x, [f"{b}\n({n})" for b, n in zip(BUCKET_LABELS, faces, strict=True)],
                       fontsize=7)
         ax.set_title(f"{s.name} ({s.images} img)", fontsize=9)
-        ax.set_ylim(-2, 102)
+        ax.set_yscale("symlog", linthresh=1.0)  # 0-1% linear, then log: small leaks show
+        ax.set_ylim(0, 110)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(sets):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel("protected faces, %")
+        ax.set_ylabel("faces left unprotected, %")
     for ax in axes[-1, :]:
         ax.set_xlabel("face height, px (faces)")
     fig.legend(list(handles.values()), list(handles), loc="lower center",
@@ -194,9 +196,9 @@ def plot(rep: BenchReport, path: Path) -> bool:
 
 
 def write_all(rep: BenchReport, out: Path) -> tuple[Path, Path, Path | None]:
-    """bench.md, bench.json and protected_by_size.png (None when not drawn) under ``out``."""
+    """bench.md, bench.json and leak_by_size.png (None when not drawn) under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    md, js, png = out / "bench.md", out / "bench.json", out / "protected_by_size.png"
+    md, js, png = out / "bench.md", out / "bench.json", out / "leak_by_size.png"
     md.write_text(markdown(rep), encoding="utf-8")
     write_json(rep, js)
     return md, js, (png if plot(rep, png) else None)
