@@ -36,7 +36,9 @@ def loop_run(pipe: Pipeline, frames_dir: Path, lores: tuple[int, int], search: s
              video: bool) -> dict[str, float]:
     cfg = config.from_dict({"camera": {
         "source": f"file:{frames_dir}", "fps": 15.0, "video": video, "lores_size": list(lores),
-        "lores_search": search, "max_frame_age_s": 60.0, "main_size": [1280, 720]}})
+        "lores_search": search, "max_frame_age_s": 60.0, "main_size": [1280, 720],
+        "search": "lores", "delay_frames": 0}})  # the lores search alone (camera_truth.py
+    # measures the main-resolution search, the default, with ground truth)
     with tempfile.TemporaryDirectory() as out:
         svc = CameraService(cfg, pipe, Path(out), paced=False)
         t0 = time.perf_counter()

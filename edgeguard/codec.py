@@ -220,6 +220,12 @@ def _open_header(fh: IO[bytes], fmt: str) -> ImageFile.ImageFile:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{_LABEL[fmt]} canvas is too large") from exc
     except _PIL_ERRORS as exc:
+        if fmt == "tiff" and str(exc) == "unknown pixel mode":
+            # A well-formed TIFF whose samples Pillow has no mode for (64- or 16-bit float,
+            # float RGB, ...): not corrupt, and saying so would send the user the wrong way.
+            raise UnsupportedFormatError("TIFF sample format is not supported (bits per "
+                                         "sample or sample type; a float TIFF must be one "
+                                         "32-bit channel)") from exc
         raise DecodeError(f"truncated or corrupt {_LABEL[fmt]} ({_short(exc)})") from exc
 
 
@@ -455,16 +461,34 @@ def _grey_to_8bit(a: np.ndarray) -> np.ndarray:
         if lo >= 0:
             shift = max(0, hi.bit_length() - 8)
             return (a >> shift).astype(np.uint8)
-        a = a.astype(np.float64)
-    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo_f, hi_f = float(a.min()), float(a.max())
-    if lo_f >= 0.0 and hi_f <= 1.0:
-        scaled = a * 255.0
-    elif hi_f > lo_f:
-        scaled = (a - lo_f) * (255.0 / (hi_f - lo_f))
+        return _stretch(a.astype(np.float64), np.ones(a.shape, bool))
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    out = _stretch(np.where(finite, a, 0.0), finite)
+    # Float TIFFs (thermal, depth, scientific) mark missing data with NaN and saturation
+    # with +-inf: NaN and -inf are black, +inf white; the finite values alone set the
+    # stretch, so one inf pixel does not flatten the picture (nor warn in a cast).
+    out[np.isposinf(a)] = 255
+    return out
+
+
+def _stretch(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Values in ``a`` where ``valid`` (finite, float64) to 0-255: [0, 1] data is scaled by
+    255, anything else stretched from its minimum to its maximum; invalid pixels are 0."""
+    out = np.zeros(a.shape, np.uint8)
+    if not valid.any():
+        return out
+    v = a[valid]
+    lo, hi = float(v.min()), float(v.max())
+    if lo >= 0.0 and hi <= 1.0:
+        scaled = v * 255.0
+    elif hi > lo:
+        # (v - lo) / (hi - lo) is within [0, 1]: no overflow, even for a tiny range.
+        scaled = (v - lo) / (hi - lo) * 255.0
     else:
-        scaled = np.zeros_like(a)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        scaled = np.zeros_like(v)
+    out[valid] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return out
 
 
 def _composite(rgba: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ flags override the file through :func:`override`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import tomllib
 import types
@@ -35,6 +36,7 @@ OUTPUT_FORMATS = ("same", "jpeg", "png", "webp")
 RUNTIMES = ("auto", "litert", "tflite")
 VIDEO_AUDIO = ("copy", "drop")
 VIDEO_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+SECOND_MODELS = ("profile", "centerface", "none")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,15 @@ class DetectConfig:
                                "-1: the profile's")
     nms_iou: float = _opt(0.3, lo=0.05, hi=0.95,
                           doc="overlap above which two detections are the same face")
+    second_model: str = _opt("profile", choices=SECOND_MODELS,
+                             doc="second model beside BlazeFace: profile (the profile's), "
+                                 "centerface or none")
+    second_score: float = _opt(0.0, lo=0.0, hi=0.99,
+                               doc="minimum score of the second model's faces; 0: the "
+                                   "profile's")
+    second_megapixels: float = _opt(0.0, lo=0.0, hi=100.0,
+                                    doc="the second model sees each frame at this many "
+                                        "megapixels at most; 0: the profile's")
     models_dir: str = _opt("", doc="folder with the .tflite files; empty: the package's models/")
 
 
@@ -95,7 +106,7 @@ class DaemonConfig:
                                     "lock; empty: the inbox's parent folder")
     workers: int = _opt(2, lo=1, hi=16, doc="images processed at once")
     queue_size: int = _opt(64, lo=1, hi=10_000,
-                           doc="inbox paths queued in memory beyond the workers; the inbox "
+                           doc="paths queued in memory beyond the workers; the spool "
                                "itself holds the rest (found again by a rescan)")
     failed_max_count: int = _opt(200, lo=1, hi=1_000_000, doc="failed/ keeps at most this many")
     failed_max_age_s: int = _opt(7 * 86400, lo=60, hi=10**9, doc="failed/ entries older go")
@@ -143,6 +154,7 @@ class VideoConfig:
 
 CAMERA_POLICIES = ("blank", "drop")
 VIDEO_FORMATS = ("mp4", "mkv")
+CAMERA_FRAME_SEARCHES = ("main", "lores")
 CAMERA_SEARCHES = ("full", "whole")
 # none | auto | picamera2[:N] | v4l2:N | file:PATH (checked here so a bad spec fails at load)
 _CAMERA_SOURCE = re.compile(r"none|auto|picamera2(:\d+)?|v4l2:\d+|file:.+")
@@ -165,6 +177,30 @@ class CameraConfig:
     lores_search: str = _opt("full", choices=CAMERA_SEARCHES,
                              doc="per-frame search on the lores frame: full (the profile's "
                                  "views, finds smaller faces) or whole (one view, faster)")
+    search: str = _opt("main", choices=CAMERA_FRAME_SEARCHES,
+                       doc="per-frame search: main (main-resolution pixels: changed regions "
+                           "and tracked faces every frame, the rest swept every "
+                           "sweep_frames, output delayed delay_frames) or lores (the lores "
+                           "frame alone, lores_search; misses faces under ~40 main px)")
+    min_face: float = _opt(16.0, lo=8.0, hi=1000.0,
+                           doc="smallest face (main pixels, height) the main search looks for")
+    sweep_frames: int = _opt(8, lo=1, hi=120,
+                             doc="the whole main frame is searched once every this many "
+                                 "frames, a slice per frame")
+    delay_frames: int = _opt(8, lo=0, hi=120,
+                             doc="a frame is written once this many later frames were "
+                                 "searched, so a face found later is covered back to its "
+                                 "first frame (frames kept in memory; added latency "
+                                 "delay_frames / fps)")
+    max_views: int = _opt(10, lo=1, hi=1000,
+                          doc="main-resolution views per frame for changed regions and "
+                              "tracked faces (the sweep's slice comes on top)")
+    motion_threshold: int = _opt(20, lo=1, hi=255,
+                                 doc="grey-level change (on the lores frame, against a "
+                                     "running average) that counts as motion")
+    masks: tuple[tuple[tuple[int, int], ...], ...] = _opt(
+        (), doc="privacy masks: polygons of main-frame pixels, each a list of at least 3 "
+                "[x, y] points inside the frame, redacted in every video frame and still")
     fps: float = _opt(15.0, lo=1.0, hi=120.0, doc="camera frame rate (and the video's)")
     persist_s: float = _opt(1.0, lo=0.0, hi=30.0,
                             doc="a face's region stays this long after it was last detected, "
@@ -195,6 +231,10 @@ class CameraConfig:
             w, h = getattr(self, key)
             if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
                 raise ConfigError(f"camera.{key}: {w}x{h} must be even numbers, 16-16384")
+        for i, poly in enumerate(self.masks):
+            if len(poly) < 3:
+                raise ConfigError(f"camera.masks[{i}]: a polygon needs at least 3 points, "
+                                  f"got {len(poly)}")
         if (self.lores_size[0] > self.main_size[0]
                 or self.lores_size[1] > self.main_size[1]):
             raise ConfigError("camera.lores_size must not be larger than camera.main_size")
@@ -215,13 +255,18 @@ class WebConfig:
     max_upload_mb: int = _opt(30, lo=1, hi=2048, doc="largest photo the page accepts (MB)")
     max_files: int = _opt(20, lo=1, hi=1000,
                           doc="most photos in one upload, and most of the page's photos "
-                              "waiting in the inbox at once")
+                              "being uploaded or waiting to be redacted at once")
     session_hours: float = _opt(12.0, lo=0.05, hi=720.0, doc="a sign-in lasts this long")
     login_failures: int = _opt(5, lo=1, hi=1000,
-                               doc="failed sign-ins allowed per client address within "
-                                   "login_window_s; further attempts wait")
+                               doc="sign-in attempts checked per client address (or per "
+                                   "browser that has signed in before) within "
+                                   "login_window_s; further attempts wait their turn")
     login_window_s: float = _opt(300.0, lo=1.0, hi=86_400.0,
                                  doc="the window the failed sign-ins are counted in")
+    trusted_proxy: bool = _opt(False, doc="behind a TLS proxy on this machine: take the "
+                                          "scheme, host and client address from its "
+                                          "X-Forwarded-Proto/-Host/-For headers (Secure "
+                                          "cookie, https Origin); only from a loopback peer")
 
 
 @dataclass(frozen=True)
@@ -289,25 +334,71 @@ def _check_value(where: str, f: dataclasses.Field[Any], value: Any, hint: Any) -
     return value
 
 
-def _build_section(name: str, cls: type[Any], data: Any, source: str) -> Any:
+def _key_hint(name: str, key: str) -> str:
+    """The nearest key for a misspelt ``name.key``: in its own section first, then in
+    another (a key put under the wrong heading; a stricter match, the first section wins)."""
+    own = [f.name for f in dataclasses.fields(SECTIONS[name])]
+    close = difflib.get_close_matches(key, own, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {name}.{close[0]}?)"
+    others = {f.name: f"{s}.{f.name}" for s, c in reversed(SECTIONS.items()) if s != name
+              for f in dataclasses.fields(c)}
+    close = difflib.get_close_matches(key, list(others), n=1, cutoff=0.8)
+    return f" (did you mean {others[close[0]]}?)" if close else ""
+
+
+def _section(name: str, cls: type[Any], data: Any, problems: list[str]) -> Any:
+    """The section built from ``data``, or None with every problem appended to ``problems``."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: [{name}] must be a table")
+        problems.append(f"[{name}] must be a table")
+        return None
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
+    before = len(problems)
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"{source}: unknown key {name}.{key}")
-        kwargs[key] = _check_value(f"{source}: {name}.{key}", fields[key], value, hints[key])
-    return cls(**kwargs)
+            problems.append(f"unknown key {name}.{key}{_key_hint(name, key)}")
+            continue
+        try:
+            kwargs[key] = _check_value(f"{name}.{key}", fields[key], value, hints[key])
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if len(problems) > before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # checks across keys (__post_init__)
+        problems.append(str(exc))
+        return None
+
+
+def _raise_all(source: str, problems: list[str]) -> None:
+    """One line naming the file and every problem in it (all at once, not the first)."""
+    if len(problems) == 1:
+        raise ConfigError(f"{source}: {problems[0]}")
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} errors: " + "; ".join(problems))
+
+
+def _build_section(name: str, cls: type[Any], data: Any, source: str) -> Any:
+    problems: list[str] = []
+    section = _section(name, cls, data, problems)
+    _raise_all(source, problems)
+    return section
 
 
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     sections: dict[str, Any] = {}
+    problems: list[str] = []
     for name, value in data.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{name}]")
-        sections[name] = _build_section(name, SECTIONS[name], value, source)
+            close = difflib.get_close_matches(name, list(SECTIONS), n=1, cutoff=0.6)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            problems.append(f"unknown section [{name}]{hint}")
+            continue
+        sections[name] = _section(name, SECTIONS[name], value, problems)
+    _raise_all(source, problems)
     return Config(**sections, source=source)
 
 

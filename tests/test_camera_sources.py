@@ -144,13 +144,20 @@ def test_paced_playback_skips_what_a_slow_consumer_missed(tmp_path: Path) -> Non
     src.open()
     first = src.read(1.0)
     assert first is not None and first.index == 0
-    clock.now += 0.35  # the consumer was busy for three and a half frame intervals
+    clock.now += 0.25  # busy for two and a half frame intervals: the buffers held them
+    kept = src.read(1.0)
+    assert kept is not None and kept.index == 1
+    assert kept.captured == pytest.approx(100.1)  # captured at its time, not when read
+    clock.now += 0.4  # now six and a half intervals late: more than the 4 buffers hold
     late = src.read(1.0)
-    assert late is not None and late.index == 3  # frames 1 and 2 were replaced
-    nxt = src.read(1.0)  # waits (on the fake clock) for frame 4's time
-    assert nxt is not None and nxt.index == 4 and clock.now == pytest.approx(100.4)
-    assert src.read(0.01) is None  # frame 5 is 0.1 s away: a short timeout gives None
-    assert clock.now == pytest.approx(100.41)
+    assert late is not None and late.index == 3  # frame 2 was replaced
+    for i in (4, 5, 6):  # the buffered ones come at once
+        f = src.read(1.0)
+        assert f is not None and f.index == i and clock.now == pytest.approx(100.65)
+    nxt = src.read(1.0)  # waits (on the fake clock) for frame 7's time
+    assert nxt is not None and nxt.index == 7 and clock.now == pytest.approx(100.7)
+    assert src.read(0.01) is None  # frame 8 is 0.1 s away: a short timeout gives None
+    assert clock.now == pytest.approx(100.71)
     src.close()
     src.close()
 

@@ -96,7 +96,8 @@ def test_detect_json_lines_format(tmp_path: Path, astronaut_rgb: np.ndarray) -> 
     assert lines[0]["path"] == str(good)
     assert (lines[0]["width"], lines[0]["height"]) == (512, 512)
     face = lines[0]["faces"][0]
-    assert set(face) == {"box", "score", "region"} and 0.5 < face["score"] <= 1
+    assert set(face) == {"box", "score", "weak", "region"} and 0.5 < face["score"] <= 1
+    assert face["weak"] is False
     assert all(isinstance(v, int) for v in face["region"])
     assert isinstance(lines[0]["ms"], float)
     assert set(lines[1]) == {"path", "error"} and lines[1]["path"] == str(bad)
@@ -168,7 +169,8 @@ def test_bad_config_is_one_line(tmp_path: Path, astronaut_rgb: np.ndarray) -> No
     cfg.write_text("[redact]\nexpnd = 2\n")
     res = edgeguard("blur", "--config", cfg, tmp_path / "x.jpg", "-o", tmp_path / "o")
     assert res.returncode == 2
-    assert res.stderr.strip() == f"edgeguard: {cfg}: unknown key redact.expnd"
+    assert res.stderr.strip() == (f"edgeguard: {cfg}: unknown key redact.expnd "
+                                  "(did you mean redact.expand?)")
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])

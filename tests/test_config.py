@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,8 +40,12 @@ def test_file_values_are_typed_and_frozen(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("[redact]\nmoed = 'blur'\n", r"edgeguard.toml: unknown key redact.moed"),
-    ("[nope]\n", r"unknown section \[nope\]"),
+    ("[redact]\nmoed = 'blur'\n",
+     r"edgeguard.toml: unknown key redact.moed \(did you mean redact.mode\?\)$"),
+    ("[detect]\nmode = 'blur'\n", r"unknown key detect.mode \(did you mean redact.mode\?\)$"),
+    ("[redact]\nzzz = 1\n", r"unknown key redact.zzz$"),
+    ("[nope]\n", r"unknown section \[nope\]$"),
+    ("[detetc]\n", r"unknown section \[detetc\] \(did you mean \[detect\]\?\)$"),
     ("[redact]\nexpand = 0.5\n", r"redact.expand: 0.5 is below the minimum 1.0"),
     ("[redact]\nmode = 'smudge'\n", r"redact.mode: 'smudge' is not one of blur, pixelate, solid"),
     ("[output]\njpeg_quality = 'high'\n", r"output.jpeg_quality: expected a whole number"),
@@ -53,6 +59,20 @@ def test_file_values_are_typed_and_frozen(tmp_path: Path) -> None:
 def test_mistakes_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.load(_write(tmp_path, text))
+
+
+def test_every_mistake_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    # What `edgeguard check` and every other command prints: one line, all the mistakes.
+    p = _write(tmp_path, '[detect]\nprofle = "fast"\n[redact]\nexpand = 9\ncolor = [1, 2]\n'
+                         '[camera]\nsource = "bogus"\n[web]\nlisen = "0.0.0.0"\n')
+    res = subprocess.run([sys.executable, "-m", "edgeguard", "check", "--config", str(p)],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stdout.splitlines()[0] == (
+        f"FAIL config: {p}: 5 errors: unknown key detect.profle (did you mean "
+        "detect.profile?); redact.expand: 9.0 is above the maximum 3.0; redact.color: "
+        "expected 3 values, got 2; camera.source: 'bogus' is not none, auto, "
+        "picamera2[:N], v4l2:N or file:PATH; unknown key web.lisen (did you mean web.listen?)")
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -168,7 +168,8 @@ def test_existing_and_new_files_are_redacted_and_removed(
     time.sleep(0.15)  # older than stable_s by its ctime too
     r = start()
     _drop(layout.inbox, "sub/new.png", b"NEW")
-    wait_for(lambda: len(_tree(layout.outbox)) == 2 and not _tree(layout.inbox), 5,
+    wait_for(lambda: len(_tree(layout.outbox)) == 2 and not _tree(layout.inbox)
+             and not _tree(layout.spool), 5,
              "two outputs")
     assert _tree(layout.outbox) == {"old.jpg": b"REDACTED:OLD", "sub/new.jpg": b"REDACTED:NEW"}
     assert _tree(layout.inbox) == {}
@@ -222,7 +223,8 @@ def test_a_full_queue_drops_hints_but_never_files(
     r = start(_cfg(queue_size=2), processor=proc)
     for i in range(60):
         _drop(layout.inbox, f"f{i:02d}.jpg", b"X%d" % i)
-    wait_for(lambda: len(_tree(layout.outbox)) == 60 and not _tree(layout.inbox), 20,
+    wait_for(lambda: len(_tree(layout.outbox)) == 60 and not _tree(layout.inbox)
+             and not _tree(layout.spool), 20,
              "60 outputs")
     assert sorted(_tree(layout.outbox)) == [f"f{i:02d}.jpg" for i in range(60)]
     r.stop()
@@ -285,14 +287,16 @@ def test_an_unwritable_outbox_pauses_work_and_loses_nothing(
         for i in range(3):
             _drop(layout.inbox, f"k{i}.jpg", b"K")
         # The pause starts just before the outage is logged: wait for the line itself.
-        wait_for(lambda: r.daemon.backoff.failing and "stays in the inbox" in caplog.text, 5,
+        wait_for(lambda: r.daemon.backoff.failing and "stays queued" in caplog.text, 5,
                  "the outbox to fail")
         time.sleep(1.5)
-    assert sorted(_tree(layout.inbox)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
-    assert caplog.text.count("stays in the inbox") == 1  # logged once, not per retry
+    # Claimed into the private spool at once, and kept there while the outbox is down.
+    assert _tree(layout.inbox) == {}
+    assert sorted(_tree(layout.spool)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
+    assert caplog.text.count("stays queued") == 1  # logged once, not per retry
     layout.outbox.unlink()
     layout.outbox.mkdir()
-    wait_for(lambda: len(_tree(layout.outbox)) == 3 and not _tree(layout.inbox), 10,
+    wait_for(lambda: len(_tree(layout.outbox)) == 3 and not _tree(layout.spool), 10,
              "outputs after recovery")
     assert not r.daemon.backoff.failing
     r.stop()
@@ -324,7 +328,7 @@ def test_stop_drains_within_its_bound(layout: Paths, start: Callable[..., Runnin
     t0 = time.monotonic()
     assert r.stop() == 1  # the bound passed with an image still in progress
     assert time.monotonic() - t0 < 3 * PATIENCE  # the hang is endless: drain_s ended it
-    assert (layout.inbox / "h.jpg").exists() and not r.daemon.clean_exit
+    assert (layout.spool / "h.jpg").exists() and not r.daemon.clean_exit
 
 
 def test_reload_applies_what_it_can_and_keeps_the_rest(
@@ -475,7 +479,7 @@ def test_status_render() -> None:
             "inbox": "/run/edgeguard/inbox", "outbox": "/var/lib/edgeguard/outbox"}
     text = render(snap, running=True, now=1000.0 + 3725)
     assert "running (pid 7), up 1h 2m 5s" in text
-    assert "processed 12, failed 1, faces 30, queued 2" in text
+    assert "processed 12, failed 1, faces 30 (+0 weak regions), queued 2" in text
     assert "p50 120 ms, p95 480 ms" in text and "a.jpg: not an image" in text
 
 
@@ -498,7 +502,7 @@ def test_stats_latency_percentiles_and_counts() -> None:
     assert percentile([], 50) is None
     stats = Stats(clock=lambda: 10.0, wall=lambda: 1000.0)
     for ms in range(1, 101):
-        stats.done(faces=2, latency_s=ms / 1000)
+        stats.done(faces=2, weak=1, latency_s=ms / 1000)
     stats.failure("x\\n.jpg", "not an image", listed="x\n.jpg")  # logged escaped, listed as is
     stats.failure("(name hidden)", "not an image")  # hide_filenames: not on the list
     snap = stats.snapshot(queued=3, in_flight=1)
@@ -507,5 +511,6 @@ def test_stats_latency_percentiles_and_counts() -> None:
     assert snap["last_error"] == "(name hidden): not an image"
     assert snap["latency_ms"] == {"p50": 50.5, "p95": 95.0, "count": 100}
     assert (snap["processed"], snap["failed"], snap["faces"]) == (100, 2, 200)
-    assert status_line(snap) == ("processed 100, failed 2, faces 200, queued 3, "
+    assert snap["weak"] == 100
+    assert status_line(snap) == ("processed 100, failed 2, faces 200 (+100 weak), queued 3, "
                                  "in progress 1")

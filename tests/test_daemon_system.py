@@ -40,6 +40,7 @@ from helpers.images import decode, jpeg
 
 from edgeguard import fsutil, models
 from edgeguard.errors import EdgeGuardError
+from edgeguard.sources.spool import spool_for
 
 pytestmark = pytest.mark.system
 
@@ -82,6 +83,11 @@ def _files(root: Path) -> dict[str, Path]:
         return {}
     return {str(p.relative_to(root)): p for p in sorted(root.rglob("*"))
             if p.is_symlink() or not p.is_dir()}  # FIFOs and links count too
+
+
+def _pending(inbox: Path) -> dict[str, Path]:
+    """The inbox's files and those the daemon claimed from it into its spool."""
+    return _files(inbox) | _files(spool_for(inbox))
 
 
 def _outputs(work: Path) -> dict[str, Path]:
@@ -148,7 +154,7 @@ def test_every_way_of_dropping_a_file_is_taken_once(
             slow.write(face_jpeg[half:])
         names = {"written.jpg", "renamed.jpg", "moved.jpg", "other-fs.jpg", "linked.jpg",
                  "album/deeper/nested.jpg", "slow.jpg"}
-        wait_for(lambda: set(_outputs(work)) == names and not _files(inbox), 30,
+        wait_for(lambda: set(_outputs(work)) == names and not _pending(inbox), 30,
                  f"outputs {sorted(names)}\n{d.output()}")
         time.sleep(0.5)
         assert set(_outputs(work)) == names  # nothing twice
@@ -194,8 +200,16 @@ def test_bad_files_and_special_entries_end_in_failed_with_a_reason(
         assert (work / "failed" / "link.jpg").is_symlink()
         assert _outputs(work) == {}
         assert set(_files(inbox)) == {".hidden.jpg", "ignored.jpg.tmp"}  # never taken
-        # The log says why (written just after the move to failed/).
-        wait_for(lambda: "not an image" in d.output(), 5, f"the reason in the log\n{d.output()}")
+        # The log says why and where the file is now (written just after the move).
+        failed = work / "failed"
+        wait_for(lambda: f"text.jpg moved to {failed / 'text.jpg'}: not an image"
+                 in d.output(), 5, f"the reason in the log\n{d.output()}")
+        assert f"failed inputs move to {failed}" in d.output()  # the ready line
+        status = subprocess.run([sys.executable, "-m", "edgeguard", "status", "--config",
+                                 str(cfg)], cwd=REPO, capture_output=True, text=True,
+                                check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"failed/ {failed}\n" in status.stdout
         assert d.stop() == 0
 
 
@@ -230,7 +244,7 @@ def test_a_burst_of_1000_files_is_processed_once_each_in_bounded_memory(
         for i in range(1000):
             (work / "inbox" / f"b{i:04d}.jpg").write_bytes(small[i % len(small)])
         try:
-            wait_for(lambda: len(_outputs(work)) == 1000 and not _files(work / "inbox"), 90,
+            wait_for(lambda: len(_outputs(work)) == 1000 and not _pending(work / "inbox"), 90,
                      f"1000 outputs ({len(_outputs(work))} so far)")
         finally:
             stop.set()
@@ -277,7 +291,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(
             d.kill9()
             d.notify.close()
     with running(["--config", str(cfg)], workdir=work) as d:
-        wait_for(lambda: not _files(work / "inbox") and not _files(work / "journal"), 60,
+        wait_for(lambda: not _pending(work / "inbox") and not _files(work / "journal"), 60,
                  f"the inbox to drain\n{d.output()}")
         assert d.stop() == 0
     outputs = _outputs(work)
@@ -308,7 +322,7 @@ def test_a_full_outbox_keeps_inputs_until_space_returns(work: Path, face_jpeg: b
         seen: dict[str, set[str]] = {}
 
         def between_retries() -> bool:
-            seen["inbox"] = set(_files(work / "inbox"))
+            seen["inbox"] = set(_pending(work / "inbox"))
             seen["outbox"] = set(_files(work / "outbox"))
             return not [k for k in seen["outbox"] if k.startswith(".")]  # nothing partial
 
@@ -322,10 +336,10 @@ def test_a_full_outbox_keeps_inputs_until_space_returns(work: Path, face_jpeg: b
                                  str(cfg)], cwd=REPO, capture_output=True, text=True,
                                 check=False)
         assert "outbox: not writable" in status.stdout and "no space" in status.stdout
-        assert d.output().count("stays in the inbox") == 1  # logged once
+        assert d.output().count("stays queued") == 1  # logged once
         filler.unlink()
         wait_for(lambda: set(_outputs(work)) == {f"f{i}.jpg" for i in range(5)}
-                 and not _files(work / "inbox"), 30, f"recovery\n{d.output()}")
+                 and not _pending(work / "inbox"), 30, f"recovery\n{d.output()}")
         assert "outbox writable again" in d.output()
         assert _files(work / "failed") == {}
         assert d.stop() == 0
@@ -341,10 +355,11 @@ def test_a_read_only_outbox_keeps_inputs_until_it_is_writable(
             _drop(work, f"r{i}.jpg", face_jpeg)
         wait_for(lambda: "read-only" in d.output(), 20, f"the read-only outbox\n{d.output()}")
         time.sleep(1.0)
-        assert set(_files(work / "inbox")) == {"r0.jpg", "r1.jpg", "r2.jpg"}
+        # Claimed from the inbox at once, kept in the spool while the outbox cannot take them.
+        assert set(_pending(work / "inbox")) == {"r0.jpg", "r1.jpg", "r2.jpg"}
         remount(work / "outbox", "rw")
         wait_for(lambda: set(_outputs(work)) == {"r0.jpg", "r1.jpg", "r2.jpg"}
-                 and not _files(work / "inbox"), 30, f"recovery\n{d.output()}")
+                 and not _pending(work / "inbox"), 30, f"recovery\n{d.output()}")
         assert not [k for k in _files(work / "outbox") if k.startswith(".")]
         assert d.stop() == 0
 
@@ -399,13 +414,13 @@ def test_sigterm_finishes_work_in_progress_and_exits_0(
         assert d.proc.wait(30 * PATIENCE) == 0
         assert time.monotonic() - t0 < 10 * PATIENCE  # `waiting` below: not the whole queue
         d.notify.wait("STOPPING=1")
-        done, waiting = set(_outputs(work)), set(_files(work / "inbox"))
+        done, waiting = set(_outputs(work)), set(_pending(work / "inbox"))
         assert done | waiting == names and not done & waiting
-        assert waiting  # queued work stays in the inbox for the next start
+        assert waiting  # queued work stays in the spool for the next start
         assert _files(work / "journal") == {}
         assert not [k for k in _files(work / "outbox") if k.startswith(".")]
     with running(["--config", str(cfg)], workdir=work) as d:
-        wait_for(lambda: set(_outputs(work)) == names and not _files(work / "inbox"), 60,
+        wait_for(lambda: set(_outputs(work)) == names and not _pending(work / "inbox"), 60,
                  "the rest after a restart")
         assert d.stop() == 0
 
@@ -437,7 +452,8 @@ def test_watchdog_pings_stop_while_a_worker_hangs(work: Path, face_jpeg: bytes) 
         # The hang is endless: drain_s (1 s) ended the wait for the hung worker.
         assert time.monotonic() - t0 < 5 * PATIENCE
         assert code == 1
-        assert (work / "inbox" / "hang-me.jpg").exists()  # not lost: redone next start
+        # Not lost: in the spool, redone at the next start.
+        assert (spool_for(work / "inbox") / "hang-me.jpg").exists()
 
 
 def test_a_file_the_daemon_keeps_dying_on_ends_in_failed(work: Path, face_jpeg: bytes) -> None:
@@ -454,7 +470,7 @@ def test_a_file_the_daemon_keeps_dying_on_ends_in_failed(work: Path, face_jpeg: 
         finally:
             d.kill9()
             d.notify.close()
-    assert (work / "inbox" / "poison.jpg").exists()
+    assert (spool_for(work / "inbox") / "poison.jpg").exists()
     with running(["--config", str(cfg)], workdir=work, env=env) as d:
         _drop(work, "fine.jpg", face_jpeg)
         wait_for(lambda: "fine.jpg" in _outputs(work)
@@ -463,7 +479,7 @@ def test_a_file_the_daemon_keeps_dying_on_ends_in_failed(work: Path, face_jpeg: 
         assert d.stop() == 0  # nothing hung this time: the file was not tried again
     assert "stopped 2 times" in (work / "failed" / "poison.jpg.reason").read_text()
     assert "poison.jpg" not in _outputs(work)
-    assert not (work / "inbox" / "poison.jpg").exists()
+    assert "poison.jpg" not in _pending(work / "inbox")
 
 
 # -- start-up checks --------------------------------------------------------------------------
@@ -510,6 +526,38 @@ def test_check_reports_every_check(work: Path) -> None:
     assert [line.split()[0] for line in lines] == ["ok"] * len(lines)
     assert {line.split()[1].rstrip(":") for line in lines} >= {
         "config", "inbox", "failed", "runtime", "same-fs", "outbox", "models"}
+
+
+def test_check_creates_nothing_and_takes_the_camera_flag(work: Path, tmp_path: Path) -> None:
+    """`edgeguard check` looks only: no folder appears (not ./outbox in the current folder,
+    not the inbox), missing folders are checked where the daemon would make them, and
+    --camera is taken as `run` takes it."""
+    cfg = _config(work, inbox=str(work / "new" / "inbox"), failed=str(work / "new" / "failed"),
+                  outbox=str(tmp_path / "out" / "outbox"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+
+    def check(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edgeguard", "check", "--config", str(cfg),
+                               *extra], cwd=cwd, capture_output=True, text=True, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    proc = check("--camera", "none")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "created at start, in " + str(work) in proc.stdout, proc.stdout
+    assert "created at start, in " + str(tmp_path) in proc.stdout, proc.stdout
+    assert not (work / "new").exists() and not (tmp_path / "out").exists()
+    assert list(cwd.iterdir()) == []
+    bad = check("--camera", "webcam-please")
+    assert bad.returncode == 1 and bad.stdout.startswith("FAIL config: camera.source"), bad.stdout
+    assert "Traceback" not in bad.stderr
+    # --config-only (the unit's ExecReload): the config alone, nothing else looked at.
+    only = check("--config-only")
+    assert only.returncode == 0 and only.stdout.splitlines() == [
+        f"ok   config: {cfg} is valid"], only.stdout
+    cfg.write_text("[daemon]\nworkers = 0\n")
+    broken = check("--config-only")
+    assert broken.returncode == 1 and broken.stdout.startswith("FAIL config:"), broken.stdout
 
 
 def test_two_daemons_cannot_share_an_inbox(work: Path) -> None:

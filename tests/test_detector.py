@@ -16,6 +16,7 @@ import pytest
 from edgeguard import config, models
 from edgeguard.detect.detector import FaceDetector
 from edgeguard.redact import region_for
+from edgeguard.tally import tally
 
 PROFILE_NAMES = config.PROFILES
 
@@ -40,7 +41,8 @@ def pipeline_for():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def detector(pipeline_for) -> FaceDetector:  # type: ignore[no-untyped-def]
-    det: FaceDetector = pipeline_for("balanced").detector
+    """The profile that runs BlazeFace's whole multi-scale plan (beside CenterFace)."""
+    det: FaceDetector = pipeline_for("thorough").detector
     return det
 
 
@@ -76,9 +78,12 @@ def test_astronaut_found_with_the_right_box(detector: FaceDetector,
     rx, ry = d.keypoints[0]  # the subject's right eye: left of her left eye in the image
     lx, _ = d.keypoints[1]
     assert rx < lx and fy1 < ry < (fy1 + fy2) / 2
-    # the search also looks for 12 px faces at a low threshold, which costs a few weak
-    # stray boxes (see the profiles' measured false detections); none looks like a face
-    assert all(o.score < STRAY_MAX for o in dets if o is not d)
+    # the second model finds the same face (its own box, its own region); the low
+    # thresholds cost a few weak stray boxes elsewhere, none of which looks like a face
+    cx, cy = d.box.center
+    same = [o for o in dets if o.box.x1 < cx < o.box.x2 and o.box.y1 < cy < o.box.y2]
+    assert 1 <= len(same) <= 2
+    assert all(o.score < STRAY_MAX for o in dets if o not in same)
 
 
 # Measured: false detections on faceless photos and textures score up to 0.62 (0.72 once,
@@ -142,7 +147,8 @@ def test_multiscale_search_protects_small_faces_a_whole_frame_pass_misses(
     assert detector.last_stats.views_run > 10  # it did search
 
     whole_only = FaceDetector(detector._runners, detector._anchors, detector._sizes,
-                              dataclasses.replace(detector.params, plan=dataclasses.replace(
+                              dataclasses.replace(detector.params, second=None,
+                                                  plan=dataclasses.replace(
                                   detector.params.plan, min_face=1e9, max_views=0.0)))
     dets1 = whole_only.detect(canvas)
     assert whole_only.last_stats.views_run == 1
@@ -198,4 +204,59 @@ def test_every_profile_finds_the_astronaut(pipeline_for, profile: str,  # type: 
                                            astronaut_rgb: np.ndarray) -> None:
     dets, regions = pipeline_for(profile).find(astronaut_rgb)
     assert _protected(ASTRONAUT_FACE, regions)
-    assert sum(d.score >= STRAY_MAX for d in dets) == 1
+    assert tally([d for d in dets if d.score >= STRAY_MAX]).faces == 1  # one face, counted once
+
+
+def _masked_astronaut(astronaut: np.ndarray, colour: tuple[int, int, int],
+                      blur: float) -> np.ndarray:
+    """The astronaut wearing a pleated face mask from just under the eyes to below the
+    chin (the way the masked crowds of the dev sets look to a detector), optionally
+    out of focus."""
+    fx1, fy1, fx2, fy2 = ASTRONAUT_FACE
+    out = astronaut.copy()
+    top = fy1 + 40
+    pts = np.array([[fx1 - 6, top], [fx2 + 6, top], [fx2 + 2, fy2 + 6],
+                    [(fx1 + fx2) // 2, fy2 + 16], [fx1 - 2, fy2 + 6]], np.int32)
+    cv2.fillPoly(out, [pts], colour)
+    pleat = tuple(int(c * 0.85) for c in colour)
+    for k in range(3):
+        cv2.line(out, (fx1, top + 12 + 14 * k), (fx2, top + 12 + 14 * k), pleat, 2)
+    return cv2.GaussianBlur(out, (0, 0), blur) if blur else out
+
+
+MASKED_FACES = [32, 36, 40, 46, 52, 58, 64, 72, 80, 90]
+
+
+def test_the_second_model_protects_masked_faces_blazeface_alone_misses(
+        pipeline_for, astronaut_rgb: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    looks = [((196, 214, 232), 0.0), ((40, 40, 50), 0.0), ((196, 214, 232), 2.0),
+             ((40, 40, 50), 2.0)]
+    w, h = 1000, 500  # half a megapixel: the second model sees it at full size
+    canvas = _background(w, h)
+    rng = np.random.default_rng(11)
+    crop_box = (100, 10, 340, 300)
+    fx1, fy1, fx2, fy2 = ASTRONAUT_FACE
+    faces = []
+    for i, face_h in enumerate(MASKED_FACES):
+        colour, blur = looks[i % len(looks)]
+        masked = _masked_astronaut(astronaut_rgb, colour, blur)
+        crop = masked[crop_box[1]:crop_box[3], crop_box[0]:crop_box[2]]
+        s = face_h / (fy2 - fy1)
+        patch = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        ph, pw = patch.shape[:2]
+        cw, ch = w // 5, h // 2
+        x = (i % 5) * cw + int(rng.integers(0, cw - pw))
+        y = (i // 5) * ch + int(rng.integers(0, ch - ph))
+        canvas[y:y + ph, x:x + pw] = patch
+        faces.append((x + (fx1 - crop_box[0]) * s, y + (fy1 - crop_box[1]) * s,
+                      x + (fx2 - crop_box[0]) * s, y + (fy2 - crop_box[1]) * s))
+    combined = pipeline_for("balanced")
+    _, regions = combined.find(canvas)
+    both = sum(_protected(f, regions) for f in faces)
+    assert combined.detector.last_stats.second_scale > 0  # the second model ran
+    alone = FaceDetector(combined.detector._runners, combined.detector._anchors,
+                         combined.detector._sizes,
+                         dataclasses.replace(combined.detector.params, second=None))
+    only_bf = sum(_protected(f, _regions(alone.detect(canvas), w, h)) for f in faces)
+    assert both >= len(faces) - 1, f"combined search protected {both}/{len(faces)}"
+    assert only_bf <= len(faces) // 2, f"BlazeFace alone protected {only_bf}"

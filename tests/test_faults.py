@@ -42,6 +42,7 @@ from helpers.appliance import (
     failures,
     files,
     outputs,
+    pending,
     reason,
     temporaries,
 )
@@ -102,7 +103,7 @@ def _settle_and_check(work: Path, good: dict[str, bytes], bad: dict[str, bytes],
                       cfg: Path) -> Daemon | None:
     """Start a clean daemon, let it drain the inbox, stop it; then the accounting."""
     with running(["--config", str(cfg)], workdir=work) as d:
-        wait_for(lambda: not files(work / "inbox") and not files(work / "journal"), 120,
+        wait_for(lambda: not pending(work / "inbox") and not files(work / "journal"), 120,
                  f"the inbox to drain\n{d.output()[-3000:]}")
         assert d.stop() == 0
     _check_accounting(work, good, bad)
@@ -147,7 +148,7 @@ def _post_mortem(work: Path) -> dict[str, object]:
         "orphan_reasons": [k for k in fails if k.endswith(b".reason")
                            and k[: -len(b".reason")] not in fails],
         "outputs": set(visible),
-        "inbox": set(files(work / "inbox")),
+        "inbox": set(pending(work / "inbox")),
     }
 
 
@@ -222,7 +223,7 @@ def test_kill_9_at_random_moments_with_images_of_every_size(work: Path,
 
         def steps_entered(k: int = k, d: Daemon = d) -> bool:
             lines = phase_log.read_bytes().count(b"edgeguard-worker")
-            return lines >= k or d.proc.poll() is not None or not files(work / "inbox")
+            return lines >= k or d.proc.poll() is not None or not pending(work / "inbox")
 
         try:
             wait_for(steps_entered, 60, f"{k} steps")
@@ -286,7 +287,7 @@ def test_a_full_tmpfs_neither_wedges_the_daemon_nor_loses_a_file(
             names, cut = _fill(inbox, faces[256], "full-")
         finally:
             os.kill(d.pid, signal.SIGCONT)
-        wait_for(lambda: not files(inbox), 60, f"the full inbox to drain\n{d.output()[-3000:]}")
+        wait_for(lambda: not pending(inbox), 60, f"the full inbox to drain\n{d.output()[-3000:]}")
         assert set(outputs(work / "outbox")) == {n.encode() for n in names}
         assert set(failures(small / "failed")) == {n.encode() for n in cut}
         assert "using the reserve" in d.output()
@@ -298,10 +299,11 @@ def test_a_full_tmpfs_neither_wedges_the_daemon_nor_loses_a_file(
             junk += junk_cut
         finally:
             os.kill(d.pid, signal.SIGCONT)
-        wait_for(lambda: not files(inbox), 60, f"the junk to be failed\n{d.output()[-3000:]}")
+        wait_for(lambda: not pending(inbox), 60, f"the junk to be failed\n{d.output()[-3000:]}")
         assert set(failures(small / "failed")) == {n.encode() for n in [*cut, *junk]}
         # Each line is logged just after its file left the inbox.
-        wait_for(lambda: all(f"{name} moved to failed/: not an image" in d.output()
+        wait_for(lambda: all(f"{name} moved to {small / 'failed' / name}: not an image"
+                             in d.output()
                              for name in junk), 10, f"a line per junk file\n{d.output()[-3000:]}")
         assert "no space left for a .reason file" in d.output()
         assert d.proc.poll() is None
@@ -448,7 +450,7 @@ def test_a_bug_while_recording_a_failure_does_not_kill_the_worker(tmp_path: Path
         (paths.inbox / "b.jpg").write_bytes(b"junk")
         wait_for(lambda: sink.calls >= 4, 10, "the worker to take the next file")
         assert all(s.thread is not None and s.thread.is_alive() for s in daemon._slots)
-        assert (paths.inbox / "a.jpg").exists()  # kept for a later pass, not lost
+        assert (paths.spool / "a.jpg").exists()  # kept (claimed) for a later pass, not lost
     finally:
         daemon.stop()
         t.join(10 * PATIENCE)
@@ -642,7 +644,7 @@ def test_a_small_file_that_decodes_past_the_memory_is_refused_not_fatal(
             assert "images above" in d.output()  # said at start
             drop(work, "zero-64mp.png", png_zero_bomb(8000, 8000))
             drop(work, "face.jpg", faces[768])
-            wait_for(lambda: not files(work / "inbox") or d.proc.poll() is not None, 60,
+            wait_for(lambda: not pending(work / "inbox") or d.proc.poll() is not None, 60,
                      f"both files\n{d.output()[-2000:]}")
             assert d.proc.poll() is None, f"killed: {d.proc.returncode}\n{d.output()[-2000:]}"
             assert reason(work / "failed", b"zero-64mp.png").startswith(

@@ -41,6 +41,7 @@ from helpers.appliance import (
     failures,
     files,
     outputs,
+    pending,
     reason,
     temporaries,
 )
@@ -53,6 +54,7 @@ from edgeguard.errors import EdgeGuardError, InputError
 from edgeguard.sinks.failed import REASON_SUFFIX, FailedSink
 from edgeguard.sinks.fileops import NAME_MAX, fit_name
 from edgeguard.sinks.outbox import OUTPUT_NAME_MAX, candidate, output_rel
+from edgeguard.sources.spool import spool_for
 from edgeguard.startup import BYTES_PER_PIXEL
 
 MAX_PIXELS = 16_000_000  # the corpus's config; its bombs are built around it
@@ -173,13 +175,14 @@ def _corpus_run(work: Path, rgb: np.ndarray) -> Run:
                                      f"{d.output()[-3000:]}")
             return len(outputs(work / "outbox")) + len(failures(work / "failed")) >= taken
 
-        # An output is published a moment before its input leaves the inbox: wait for that
+        # An output is published a moment before its input leaves the spool: wait for that
         # too (the open writer's file must stay, and is checked below).
-        wait_for(lambda: settled() and set(files(inbox)) <= {b"being-written.jpg"}, 240,
+        wait_for(lambda: settled() and set(pending(inbox)) <= {b"being-written.jpg"}, 240,
                  f"{taken} inputs to be settled\n{d.output()[-3000:]}")
+        # Claimed into the private spool while open, and left alone there until closed.
         r.dynamic["open_writer_untouched"] = (
-            set(files(inbox)) == {b"being-written.jpg"}
-            and (inbox / "being-written.jpg").read_bytes() == face[: len(face) // 2])
+            set(pending(inbox)) == {b"being-written.jpg"} and not files(inbox)
+            and (spool_for(inbox) / "being-written.jpg").read_bytes() == face[: len(face) // 2])
 
         # Files deleted or replaced after the daemon was told of them, before it read them:
         # the daemon is stopped (SIGSTOP) while inotify queues the events.
@@ -204,7 +207,7 @@ def _corpus_run(work: Path, rgb: np.ndarray) -> Run:
         taken += 3  # the replaced file, the second twin-a.jpg, the finished writer
 
         def drained() -> bool:
-            return settled() and not files(inbox)
+            return settled() and not pending(inbox)
 
         wait_for(drained, 60, f"the inbox to drain\n{d.output()[-3000:]}")
         time.sleep(1.0)  # long enough for a late duplicate to show
@@ -221,7 +224,7 @@ def _corpus_run(work: Path, rgb: np.ndarray) -> Run:
     r.failures = {k: (p, reason(work / "failed", k) if os.path.lexists(
         os.path.join(os.fsencode(work / "failed"), k + b".reason")) else "")
         for k, p in failures(work / "failed").items()}
-    r.left_in_inbox = list(files(inbox))
+    r.left_in_inbox = list(pending(inbox))
     r.state = json.loads((work / "state.json").read_text())
     r.dynamic["temporaries"] = temporaries(work / "outbox")
     r.dynamic["journal"] = list(files(work / "journal"))
@@ -331,7 +334,8 @@ def test_bad_inputs_end_in_failed_with_their_reason(run: Run) -> None:
     assert wrong == []
     assert run.failures[b"writer-died.jpg"][1].startswith("truncated or corrupt JPEG")
     # The log says why, one line per file.
-    assert "moved to failed/: image is 30000x30000 (900 MP), above the 16 MP limit" in run.log
+    assert re.search(r"moved to \S+/failed/\S+: image is 30000x30000 \(900 MP\), above the 16 MP "
+                     "limit", run.log)
 
 
 @pytest.mark.system
@@ -406,8 +410,11 @@ def test_special_entries_are_refused_and_folders_are_mirrored(run: Run) -> None:
             assert _output_of(run, name) is not None, name
         else:
             assert want[kind] in run.failures[name][1], (name, run.failures[name][1])
-    assert (run.work / "inbox" / "folder.jpg").is_dir()  # a folder is not an input
+    # A folder is not an input: never output or failed. Emptied and settled, the dropped
+    # folders (the empty one too) are removed from the inbox; the inbox stays.
+    assert b"folder.jpg" not in run.failures and b"folder.jpg" not in run.outputs
     assert b"album.png/inside.jpg" in run.outputs and b"d1/d2/d3/deep.jpg" in run.outputs
+    assert sorted(os.listdir(run.work / "inbox")) == [], os.listdir(run.work / "inbox")
 
 
 @pytest.mark.system

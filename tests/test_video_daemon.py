@@ -21,6 +21,7 @@ from helpers.daemon import REPO, running, shm_dir, skip_or_fail, start_daemon, w
 
 from edgeguard import models
 from edgeguard.errors import EdgeGuardError
+from edgeguard.sources.spool import spool_for
 
 pytestmark = pytest.mark.system
 
@@ -61,6 +62,11 @@ def _names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
+def _waiting(work: Path) -> set[str]:
+    """Inputs not yet ended: in the inbox, or claimed into the daemon's spool."""
+    return _names(work / "inbox") | _names(spool_for(work / "inbox"))
+
+
 def _video(path: Path, frames: int, astronaut: np.ndarray) -> hv.Scene:
     scene = hv.moving_scene(frames)
     hv.write_video(path, hv.render(scene, astronaut), fmt="mp4", audio_s=frames / 15.0,
@@ -89,7 +95,7 @@ def test_videos_and_hostile_videos_each_end_as_one_output_or_one_failure(
         _drop(work, "good.mp4", good)
         for name, data in hostile.items():
             _drop(work, name, data)
-        wait_for(lambda: not _names(work / "inbox") and "good.mp4" in _names(work / "outbox"),
+        wait_for(lambda: not _waiting(work) and "good.mp4" in _names(work / "outbox"),
                  120, f"every video settled\n{d.output()}")
         assert _names(work / "outbox") == {"good.mp4"}  # no temporary file left either
         failed = _names(work / "failed")
@@ -152,16 +158,16 @@ def test_kill_9_or_sigterm_during_a_video_redo_it_from_the_start_and_status_show
         d.notify.close()
     # Killed mid-video: nothing published, the raw file still in the inbox.
     assert not [n for n in _names(work / "outbox") if not n.startswith(".edgeguard-")]
-    assert _names(work / "inbox") == {"clip.mp4"}
+    assert _waiting(work) == {"clip.mp4"}
     # SIGTERM mid-video: the drain stops it at the next frame, exits 0, publishes nothing.
     with running(["--config", str(cfg)], workdir=work) as d2:
         wait_for(lambda: any(int(str(v["frames_done"])) >= 5 for v in progress()), 120,
                  f"video progress after the restart\n{d2.output()}")
         assert d2.stop() == 0
     assert not [n for n in _names(work / "outbox") if not n.startswith(".edgeguard-")]
-    assert _names(work / "inbox") == {"clip.mp4"}
+    assert _waiting(work) == {"clip.mp4"}
     with running(["--config", str(cfg)], workdir=work) as d3:
-        wait_for(lambda: "clip.mp4" in _names(work / "outbox") and not _names(work / "inbox"),
+        wait_for(lambda: "clip.mp4" in _names(work / "outbox") and not _waiting(work),
                  180, f"the video redone after the restarts\n{d3.output()}")
         assert d3.stop() == 0
     assert _names(work / "outbox") == {"clip.mp4"}  # the partial temporary file is gone

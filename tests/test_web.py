@@ -20,6 +20,7 @@ import asyncio
 import base64
 import dataclasses
 import io
+import logging
 import os
 import re
 import shutil
@@ -318,6 +319,17 @@ def test_tracker_follows_an_upload_to_done_or_failed(tmp_path: Path) -> None:
     tracker.refresh(state)
     assert good.status is uploads.Status.DONE and good.as_dict()["output"] == "me.jpg"
     assert bad.status is uploads.Status.FAILED and bad.reason == "truncated or corrupt BMP"
+    # Gone from the inbox without an output is not failed yet: the daemon claims arrivals
+    # into its private spool at once, and this one may be in progress there.
+    assert silent.status is uploads.Status.QUEUED
+    state |= {"updated_at": 499.0, "queued": 0, "in_flight": 0}
+    tracker.refresh(state)
+    assert silent.status is uploads.Status.QUEUED  # an idle state from before the upload
+    state |= {"updated_at": 502.0, "queued": 1, "in_flight": 1}
+    tracker.refresh(state)
+    assert silent.status is uploads.Status.QUEUED  # the daemon is busy: maybe with it
+    state |= {"queued": 0, "in_flight": 0}
+    tracker.refresh(state)
     assert silent.status is uploads.Status.FAILED and silent.reason is None  # still asking
     clock.now += tracker.reason_wait_s - 1
     tracker.refresh(state)
@@ -502,6 +514,90 @@ def test_failed_sign_ins_are_rate_limited(site: webapp.Settings) -> None:
     serve_in_process(site, scenario)
 
 
+async def _login_client(server: TestServer) -> tuple[TestClient[Any, Any], str]:
+    """A browser of its own (own cookies) at the sign-in form: (client, form token)."""
+    client: TestClient[Any, Any] = TestClient(server)
+    await client.start_server()
+    page = await (await client.get("/login")).text()
+    return client, _form_token(page)
+
+
+def test_parallel_wrong_sign_ins_are_counted_before_the_hash(site: webapp.Settings) -> None:
+    """30 wrong sign-ins at once from one address: only login_failures of them reach the
+    password hash; the others are refused without it."""
+    checked: list[str] = []
+
+    async def main() -> None:
+        app = webapp.create_app(site)
+        passwords = app[webapp.STATE].passwords
+        verify = passwords.verify
+
+        def counting(secret: str) -> tuple[bool, str]:
+            checked.append(secret)
+            return verify(secret)
+
+        passwords.verify = counting  # type: ignore[method-assign]
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            browsers = [await _login_client(server) for _ in range(30)]
+            replies = await asyncio.gather(*(
+                c.post("/login", data={"csrf": token, "password": f"guess {i}"})
+                for i, (c, token) in enumerate(browsers)))
+            codes = sorted(r.status for r in replies)
+            for c, _ in browsers:
+                await c.close()
+        finally:
+            await server.close()
+        assert codes == [401] * site.login_failures + [429] * (30 - site.login_failures)
+
+    asyncio.run(main())
+    assert len(checked) == site.login_failures
+
+
+def test_others_guesses_do_not_lock_the_owners_browser_out(site: webapp.Settings) -> None:
+    """Behind an ssh tunnel everyone shares one address: a browser that has signed in
+    before has attempts of its own (its device cookie), so someone else's wrong guesses
+    from that address do not keep the owner out; the guesser is still limited."""
+
+    async def main() -> None:
+        server = TestServer(webapp.create_app(site), host="127.0.0.1")
+        await server.start_server()
+        try:
+            owner, token = await _login_client(server)
+            r = await owner.post("/login", data={"csrf": token, "password": PASSWORD},
+                                 allow_redirects=False)
+            assert r.status == 303
+            device = r.cookies[webapp.DEVICE_COOKIE]
+            assert device["httponly"] and device["samesite"] == "Strict"
+            # Someone else, same address: guesses until refused.
+            other, token = await _login_client(server)
+            for _ in range(site.login_failures):
+                r = await other.post("/login", data={"csrf": token, "password": "guess"})
+                assert r.status == 401
+                token = _form_token(await r.text())
+            r = await other.post("/login", data={"csrf": token, "password": PASSWORD})
+            assert r.status == 429
+            # A made-up device cookie does not buy the guesser new attempts.
+            other.session.cookie_jar.update_cookies(
+                {webapp.DEVICE_COOKIE: "madeup.0123456789abcdef0123456789abcdef"})
+            r = await other.post("/login", data={"csrf": _form_token(await r.text()),
+                                                 "password": "guess"})
+            assert r.status == 429
+            # The owner's browser (its session over, its device cookie kept) signs in at once.
+            owner.session.cookie_jar.clear(lambda c: c.key == webapp.SESSION_COOKIE)
+            page = await (await owner.get("/login")).text()
+            r = await owner.post("/login", data={"csrf": _form_token(page),
+                                                 "password": PASSWORD}, allow_redirects=False)
+            assert r.status == 303, await r.text()
+            for c in (owner, other):
+                await c.close()
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
 def test_sign_in_needs_its_form_token(site: webapp.Settings) -> None:
     async def scenario(client: TestClient[Any, Any]) -> None:
         await client.get("/login")
@@ -595,7 +691,8 @@ def test_uploads_stream_into_the_inbox_or_are_refused_with_a_reason(
         code, res = await post(client, csrf, *[(f"p{i}.jpg", jpg) for i in range(4)])
         assert code == 200
         assert [r["status"] for r in res] == ["queued", "queued", "refused", "refused"]
-        assert res[2]["reason"].startswith("3 photos from this page are still waiting")
+        assert res[2]["reason"].startswith("3 photos from this page are still being "
+                                           "uploaded or waiting")
         assert res[3]["reason"] == "too many photos in one upload: at most 3"
         assert inbox_entries(site) == ["me.jpg", "p0.jpg", "p1.jpg"]
         r = await client.get("/api/uploads")
@@ -611,6 +708,164 @@ def test_uploads_stream_into_the_inbox_or_are_refused_with_a_reason(
         assert r.status == 415
 
     serve_in_process(site, scenario)
+
+
+def _multipart_head(name: str, boundary: str = "b") -> bytes:
+    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+
+
+MULTIPART = "multipart/form-data; boundary=b"
+
+
+def test_uploads_in_progress_count_toward_max_files(site: webapp.Settings,
+                                                     astronaut_rgb: np.ndarray) -> None:
+    """20 uploads at once, each still sending its photo, with max_files = 3: only three are
+    taken; memory and connections do not grow with the number of uploads."""
+    jpg = encoded(astronaut_rgb, "JPEG")
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        csrf = await sign_in(client)
+        release = asyncio.Event()
+
+        async def body(i: int) -> Any:
+            yield _multipart_head(f"p{i}.jpg") + jpg[:1000]
+            await release.wait()
+            yield jpg[1000:] + b"\r\n--b--\r\n"
+
+        posts = [asyncio.ensure_future(client.post(
+            "/api/upload", data=body(i), headers={webapp.CSRF_HEADER: csrf,
+                                                  "Content-Type": MULTIPART}))
+                 for i in range(20)]
+        state = client.server.app[webapp.STATE]
+        await asyncio.wait_for(_until(lambda: getattr(state, "receiving", site.max_files)
+                                      == site.max_files), 30 * PATIENCE)
+        await asyncio.sleep(0.5)  # let the other 17 reach their check meanwhile
+        release.set()
+        replies = [await p for p in posts]
+        results = [(await r.json())["results"][0]["status"] for r in replies]
+        assert results.count("queued") == site.max_files, results
+        assert results.count("refused") == 20 - site.max_files
+        assert len(inbox_entries(site)) == site.max_files
+
+    serve_in_process(site, scenario)
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.02)
+
+
+def test_a_chunked_upload_has_a_total_cap(site: webapp.Settings) -> None:
+    """No Content-Length to check up front: the body is counted as it arrives, and refused
+    parts count too (today any number of them would be read and thrown away)."""
+    budget = site.max_files * (site.max_upload_bytes + webapp.PART_OVERHEAD)
+    sent = [0]
+
+    async def body() -> Any:
+        for i in range(40):  # 40 parts of 0.5 MB: 20 MB against a budget of ~3.2 MB
+            chunk = _multipart_head(f"x{i}.png") + multipart_bomb(MB // 2) + b"\r\n"
+            sent[0] += len(chunk)
+            yield chunk
+        yield b"--b--\r\n"
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        csrf = await sign_in(client)
+        try:
+            r = await client.post("/api/upload", data=body(), headers={
+                webapp.CSRF_HEADER: csrf, "Content-Type": MULTIPART})
+            assert r.status == 413, await r.text()
+        except aiohttp.ClientError:
+            pass  # the server answered and closed while the client was still sending
+        assert sent[0] < 20 * MB  # the server stopped reading
+        assert [n for n in os.listdir(site.inbox) if n.startswith(".upload-")] == []
+        assert budget < 20 * MB
+
+    serve_in_process(site, scenario)
+
+
+def test_a_slow_upload_is_cut_off(site: webapp.Settings) -> None:
+    """One byte every 0.1 s never stalls for READ_IDLE_S; the average pace cuts it off."""
+    slow = dataclasses.replace(site, upload_grace_s=1.0, min_upload_rate=1024)
+
+    async def body() -> Any:
+        yield _multipart_head("slow.jpg") + b"\xff\xd8"
+        for _ in range(100_000):
+            await asyncio.sleep(0.1)
+            yield b"\x00"
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        csrf = await sign_in(client)
+        r = await asyncio.wait_for(client.post("/api/upload", data=body(), headers={
+            webapp.CSRF_HEADER: csrf, "Content-Type": MULTIPART}), 60 * PATIENCE)
+        assert r.status == 408
+        assert "too slow" in (await r.json())["error"]
+        assert [n for n in os.listdir(slow.inbox) if n.startswith(".upload-")] == []
+
+    serve_in_process(slow, scenario)
+
+
+def test_an_over_long_part_header_is_a_clean_400(site: webapp.Settings,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp's 8 KB header-line limit: a clean refusal, and the file name (hidden names
+    on) appears neither in the log nor in a traceback."""
+    hidden = dataclasses.replace(site, hide_filenames=True)
+    name = "SECRET-NAME-" + "x" * 9000 + ".jpg"
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        csrf = await sign_in(client)
+        with caplog.at_level(logging.DEBUG):
+            r = await client.post("/api/upload", data=_multipart_head(name) + b"data\r\n--b--\r\n",
+                                  headers={webapp.CSRF_HEADER: csrf, "Content-Type": MULTIPART})
+            assert r.status == 400
+            text = await r.text()
+        assert "SECRET-NAME" not in text
+        assert "SECRET-NAME" not in caplog.text and "Traceback" not in caplog.text, caplog.text
+
+    serve_in_process(hidden, scenario)
+
+
+def test_behind_a_trusted_tls_proxy_cookies_are_secure_and_https_origins_match(
+        site: webapp.Settings) -> None:
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "edgeguard.example",
+               "Origin": "https://edgeguard.example"}
+
+    async def attempt(client: TestClient[Any, Any], headers: dict[str, str],
+                      password: str = PASSWORD) -> aiohttp.ClientResponse:
+        r = await client.get("/login", headers=headers)
+        page = await r.text()
+        # The test talks plain http to the app (the proxy's side), where a client keeps
+        # Secure cookies to itself: hand the form cookie back by hand.
+        form_cookie = r.cookies[webapp.LOGIN_COOKIE]
+        assert bool(form_cookie["secure"]) == (headers.get("X-Forwarded-Proto") == "https")
+        return await client.post(
+            "/login", data={"csrf": _form_token(page), "password": password},
+            headers=headers | {"Cookie": f"{webapp.LOGIN_COOKIE}={form_cookie.value}"},
+            allow_redirects=False)
+
+    async def untrusted(client: TestClient[Any, Any]) -> None:
+        r = await client.get("/login", headers=proxied)
+        assert not r.cookies[webapp.LOGIN_COOKIE]["secure"]  # the headers are not believed
+        r = await client.post("/login", data={"csrf": _form_token(await r.text()),
+                                              "password": PASSWORD}, headers=proxied)
+        assert r.status == 403  # the https Origin does not match plain http
+
+    async def trusted(client: TestClient[Any, Any]) -> None:
+        # Each browser's address comes from X-Forwarded-For: one's guesses leave another be.
+        for _ in range(site.login_failures):
+            r = await attempt(client, proxied | {"X-Forwarded-For": "10.0.0.7"}, "guess")
+            assert r.status == 401
+        r = await attempt(client, proxied | {"X-Forwarded-For": "10.0.0.7"}, "guess")
+        assert r.status == 429
+        r = await attempt(client, proxied | {"X-Forwarded-For": "10.0.0.8"})
+        assert r.status == 303, await r.text()
+        session = [h for h in r.headers.getall("Set-Cookie")
+                   if h.startswith(webapp.SESSION_COOKIE + "=")]
+        assert session and "Secure" in session[0], session
+
+    serve_in_process(site, untrusted)
+    serve_in_process(dataclasses.replace(site, trusted_proxy=True), trusted)
 
 
 def test_forms_are_never_spooled_to_temporary_files(site: webapp.Settings, tmp_path: Path,
@@ -731,7 +986,8 @@ def test_web_unit_is_sandboxed_with_only_the_inbox_writable() -> None:
                                       "/etc/edgeguard/edgeguard.toml"]
     assert s["Service.ProtectSystem"] == ["strict"]
     assert s["Service.ReadWritePaths"] == [cfg.daemon.inbox]
-    assert s["Service.InaccessiblePaths"] == ["-" + cfg.daemon.failed]
+    assert s["Service.InaccessiblePaths"] == ["-" + cfg.daemon.failed + " -"
+                                              + cfg.daemon.inbox + ".spool"]
     assert s["Service.TemporaryFileSystem"] == ["/tmp:ro /var/tmp:ro"]
     assert s["Service.IPAddressDeny"] == ["any"]
     assert s["Service.IPAddressAllow"] == ["localhost"]

@@ -22,14 +22,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 COLUMNS = (
-    "tool", *(f"{b} px" for b in BUCKET_LABELS), ">=16 px", ">=32 px", "all", "excess",
-    "fp/img", "err", "s/img", "CPU s/img", "x deface", "x floor", "peak RSS MB",
+    "tool", "leak >=16", "leak >=32", "excess", "strays/img",
+    *(f"{b} px" for b in BUCKET_LABELS), "all", "err", "s/img", "CPU s/img", "x deface",
+    "x floor", "peak RSS MB",
 )
+SUMMARY_COLUMNS = ("set", "tool", "leak >=16", "leak >=32", "excess", "strays/img",
+                   "s/img", "x deface")
 
 EXPLAIN = """\
-*protected*: share of annotated faces with >=70% of their box inside the redaction regions,
-by face height; *excess*: redacted area outside every annotated (or ignored) face, share of
-the image; *fp/img*: regions less than 10% on a face; *err*: images without a result.
+*leak*: the share of annotated faces (>= 16 px, >= 32 px tall) left unprotected, what a user
+loses; a face is *protected* when >=70% of its box lies inside the redaction regions (the
+px columns: protected share by face height); *excess*: redacted area outside every
+annotated (or ignored) face, share of the image; *strays/img*: regions less than 10% on a
+face, per image; *err*: images without a result.
 *s/img*: processing seconds per image, start-up and model loading excluded (peers and the
 floor: their own loop timer; EdgeGuard: wall time less a one-image run's start-up);
 *CPU s/img*: the child's user + system CPU time per image, start-up included (less
@@ -51,9 +56,9 @@ def _num(v: float | None, fmt: str) -> str:
 def _cells(r: Row) -> list[str]:
     m, s = r.m, r.score
     if s is not None:
-        prot = [_pct(v) for v in s.by_bucket]
-        prot += [_pct(s.ge16), _pct(s.ge32), _pct(s.all), _pct(s.excess),
-                 f"{s.fp_per_image:.2f}", str(s.missing)]
+        prot = [_pct(1 - s.ge16), _pct(1 - s.ge32), _pct(s.excess), f"{s.fp_per_image:.2f}"]
+        prot += [_pct(v) for v in s.by_bucket]
+        prot += [_pct(s.all), str(s.missing)]
     else:
         prot = ["-"] * (len(BUCKET_LABELS) + 6)
     label = m.tool
@@ -72,9 +77,10 @@ def set_table(s: SetReport) -> str:
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in s.rows]
     faces = next((r.score.total for r in s.rows if r.score is not None), None)
     if faces is not None:
-        counts = [str(n) for n in faces]
-        counts += [str(sum(faces[1:])), str(sum(faces[2:])), str(sum(faces))]
-        lines.append("| faces | " + " | ".join(counts) + " |" + " |" * (len(COLUMNS) - 9))
+        counts = [str(sum(faces[1:])), str(sum(faces[2:])), "", ""]
+        counts += [str(n) for n in faces] + [str(sum(faces))]
+        lines.append("| faces | " + " | ".join(counts) + " |"
+                     + " |" * (len(COLUMNS) - 1 - len(counts)))
     notes = [f"{r.m.tool}: {r.m.note}" for r in s.rows if r.m.note]
     notes += [f"{r.m.tool}: eval_redaction.py {r.check}" for r in s.rows
               if r.check and r.check != "agrees"]
@@ -86,6 +92,22 @@ def set_table(s: SetReport) -> str:
     if notes:
         lines.append("")
         lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(rep: BenchReport) -> str:
+    """What users lose, every set and tool in one table: leak rates, excess, strays, time."""
+    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |",
+             "|" + "|".join(["---", "---"] + ["---:"] * (len(SUMMARY_COLUMNS) - 2)) + "|"]
+    for s in rep.sets:
+        for r in s.rows:
+            if r.score is None:
+                continue
+            sc = r.score
+            lines.append("| " + " | ".join([
+                s.name, r.m.tool, _pct(1 - sc.ge16), _pct(1 - sc.ge32), _pct(sc.excess),
+                f"{sc.fp_per_image:.1f}", _num(r.m.s_per_image, ".3f"),
+                _num(r.x_deface, ".2f")]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +124,7 @@ def markdown(rep: BenchReport) -> str:
         if meta.get("command"):
             out.append(f"Command: `{meta['command']}`")
         out.append("")
-    out += [EXPLAIN, ""]
+    out += [EXPLAIN, "", "## Summary", "", summary_table(rep), "## Sets", ""]
     for s in rep.sets:
         out.append(set_table(s))
     return "\n".join(out)
@@ -119,7 +141,8 @@ def write_json(rep: BenchReport, path: Path) -> None:
 
 
 def plot(rep: BenchReport, path: Path) -> bool:
-    """Protected share by face-size bucket, one panel per set, one line per tool.
+    """Unprotected share (the leak rate) by face-size bucket, one panel per set, one line
+    per tool.
 
     Returns False (and logs why) when matplotlib is not installed.
     """
@@ -147,7 +170,7 @@ def plot(rep: BenchReport, path: Path) -> bool:
         for r in s.rows:
             if r.score is None:
                 continue
-            y = [v * 100 for v in r.score.by_bucket]
+            y = [100 - v * 100 for v in r.score.by_bucket]
             (line,) = ax.plot(x, y, styles.get(r.m.kind, ":"), marker="o", markersize=3,
                               color=f"C{tools.index(r.m.tool) % 10}", label=r.m.tool)
             handles.setdefault(r.m.tool, line)
@@ -155,12 +178,13 @@ def plot(rep: BenchReport, path: Path) -> bool:
         ax.set_xticks(x, [f"{b}\n({n})" for b, n in zip(BUCKET_LABELS, faces, strict=True)],
                       fontsize=7)
         ax.set_title(f"{s.name} ({s.images} img)", fontsize=9)
-        ax.set_ylim(-2, 102)
+        ax.set_yscale("symlog", linthresh=1.0)  # 0-1% linear, then log: small leaks show
+        ax.set_ylim(0, 110)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(sets):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel("protected faces, %")
+        ax.set_ylabel("faces left unprotected, %")
     for ax in axes[-1, :]:
         ax.set_xlabel("face height, px (faces)")
     fig.legend(list(handles.values()), list(handles), loc="lower center",
@@ -172,9 +196,9 @@ def plot(rep: BenchReport, path: Path) -> bool:
 
 
 def write_all(rep: BenchReport, out: Path) -> tuple[Path, Path, Path | None]:
-    """bench.md, bench.json and protected_by_size.png (None when not drawn) under ``out``."""
+    """bench.md, bench.json and leak_by_size.png (None when not drawn) under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    md, js, png = out / "bench.md", out / "bench.json", out / "protected_by_size.png"
+    md, js, png = out / "bench.md", out / "bench.json", out / "leak_by_size.png"
     md.write_text(markdown(rep), encoding="utf-8")
     write_json(rep, js)
     return md, js, (png if plot(rep, png) else None)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import copy
 import dataclasses
 import logging
 import os
@@ -49,7 +48,10 @@ import cv2
 import numpy as np
 
 from edgeguard import codec, fsutil
-from edgeguard.camera import sources, video
+from edgeguard.camera import masks, sources, video
+from edgeguard.camera.bracket import Bracket, Held
+from edgeguard.camera.capture import Capture
+from edgeguard.camera.search import FrameSearch
 from edgeguard.camera.sources import CameraError, EndOfStream, Frame, Source
 from edgeguard.camera.tracker import Tracker
 from edgeguard.config import Config
@@ -70,6 +72,8 @@ STATS_WINDOW = 100  # detection times and frame times over the most recent frame
 STILL_QUEUE = 1  # raw main copies waiting for the still worker (12 MP = 36 MB each)
 STOP_WAIT_S = 30.0  # stop() waits this long for the loop and a still in progress
 STILL_PREFIX = "cam-"
+CAPTURE_QUEUE_S = 1.0  # frames read ahead of the loop: up to this much of the stream ...
+CAPTURE_QUEUE_BYTES = 256 * 1024 * 1024  # ... and this much memory (2 frames at least)
 
 
 class Detector(Protocol):
@@ -82,21 +86,27 @@ Find = Callable[[np.ndarray], tuple[list[Detection], list[Region]]]
 OnOutput = Callable[[str, Path, int], None]  # (kind "still" | "video", path, frame index)
 
 
-def lores_detector(pipe: Any, search: str) -> Detector:
-    """The per-frame detector over the pipeline's interpreters (no new interpreter).
+class _WholeView:
+    """The lores frame's whole-frame view alone, through the pipeline's own calls (level 0
+    of the frame's plan; no copy of the detector)."""
 
-    ``full`` is the pipeline's own multi-scale detector; ``whole`` is a copy whose plan
-    keeps only the whole-frame view (a ``min_face`` no tile level is planned for).
-    """
-    det = pipe.detector
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        plan = self._pipe.frame_plan(w, h, min_face=self._pipe.detector.params.plan.min_face)
+        return list(self._pipe.search_levels(rgb, plan[:1]))
+
+
+def lores_detector(pipe: Any, search: str) -> Detector:
+    """The lores detector over the pipeline's interpreters (no new interpreter): ``full``
+    is the pipeline's own multi-scale detector, ``whole`` its whole-frame view alone."""
     if search == "full":
-        return det
+        return pipe.detector
     if search != "whole":
         raise ValueError(f"lores_search {search!r}: expected full or whole")
-    whole = copy.copy(det)
-    whole.params = dataclasses.replace(
-        det.params, plan=dataclasses.replace(det.params.plan, min_face=1e9))
-    return whole
+    return _WholeView(pipe)
 
 
 def check_camera(cfg: Config, *, choose: Callable[..., Source | None] = sources.choose) -> str:
@@ -192,6 +202,10 @@ class CameraService:
         self._detect_ms: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
         self._frame_ms: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
         self._frame_times: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        # capture -> handed to the video writer, per written frame
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=STATS_WINDOW)
+        self._latency_max_ms = 0.0
+        self._views: collections.deque[int] = collections.deque(maxlen=STATS_WINDOW)
         self._stop = threading.Event()
         self._snap_requests = 0  # bumped by snap() (signal-safe), taken by the loop
         self._snaps_taken = 0
@@ -200,6 +214,7 @@ class CameraService:
         self._next_poll = 0.0
         self._trigger_warned = False
         self._last_index: int | None = None
+        self._last_shape: tuple[int, ...] | None = None
         self._error_logged: set[str] = set()
         self._writer: video.ThreadedWriter | None = None
         self._loop_thread: threading.Thread | None = None
@@ -208,6 +223,9 @@ class CameraService:
         self._started = False
         self._closed = False
         self._own_detector = False  # built from the pipeline (so a reload may rebuild it)
+        self._frame_search: FrameSearch | None = None
+        self._capture: Capture | None = None
+        self._bracket = Bracket(c.delay_frames)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -243,6 +261,14 @@ class CameraService:
             self._fail(f"{exc}; the inbox runs without the camera")
             return
         self._source = src
+        try:
+            masks.check(c.masks, *src.main_size)
+        except ValueError as exc:
+            src.close()
+            if c.require:
+                raise StartupError(f"{self.cfg.source}: {exc}") from None
+            self._fail(f"{exc}; the camera does not run without its masks")
+            return
         if self._pipe is not None and self._detector is None and self._find is None:
             self._detector = lores_detector(self._pipe, c.lores_search)
             self._find = self._pipe.find
@@ -253,6 +279,14 @@ class CameraService:
         if self._detector is None or self._find is None:
             src.close()
             raise ValueError("CameraService needs a pipeline or a detector and a find")
+        # The main-resolution search runs on the pipeline's own detector; an injected
+        # lores detector (tests) keeps the lores search.
+        if c.search == "main" and self._own_detector and hasattr(self._pipe,
+                                                                 "search_levels"):
+            self._frame_search = FrameSearch(
+                self._pipe, min_face=c.min_face, sweep_frames=c.sweep_frames,
+                max_views=c.max_views, motion_threshold=c.motion_threshold)
+        self._bracket = Bracket(c.delay_frames)
         w, h = src.main_size
         lw, lh = src.lores_size
         if abs(lw / lh - w / h) > 0.01 * (w / h):
@@ -273,8 +307,11 @@ class CameraService:
         self._loop_thread = threading.Thread(target=self._run, name="edgeguard-camera",
                                              daemon=True)
         self._loop_thread.start()
-        logger.info("camera %s: running; detection on lores %dx%d (%s search), policy %s%s%s",
-                    src.name, lw, lh, c.lores_search, c.failure_policy,
+        search = (f"main-resolution search from {c.min_face:g} px faces, the frame swept "
+                  f"every {c.sweep_frames} frames" if self._frame_search is not None else
+                  f"detection on lores {lw}x{lh} ({c.lores_search} search)")
+        logger.info("camera %s: running; %s, output delayed %d frame(s), policy %s%s%s",
+                    src.name, search, c.delay_frames, c.failure_policy,
                     f", video {c.video_format} segments of {c.segment_s:.0f} s"
                     if c.video else "",
                     f", a still every {c.still_interval_s:g} s"
@@ -335,6 +372,9 @@ class CameraService:
             if self._own_detector:
                 self._detector = lores_detector(pipe, cfg.camera.lores_search)
                 self._find = pipe.find
+                if self._frame_search is not None:
+                    self._frame_search.pipe = pipe  # the new [detect] from the next frame
+                    self._frame_search.reset()  # its plan is made again
 
     def snap(self) -> None:
         """Ask for a still of the next frame. Safe to call from a signal handler."""
@@ -350,6 +390,9 @@ class CameraService:
             det = list(self._detect_ms)
             frame = list(self._frame_ms)
             times = list(self._frame_times)
+            lat = list(self._latency_ms)
+            lat_max = self._latency_max_ms
+            views = list(self._views)
         fps = None
         if len(times) >= 2 and times[-1] > times[0]:
             fps = round((len(times) - 1) / (times[-1] - times[0]), 2)
@@ -361,7 +404,12 @@ class CameraService:
             "detect_ms": round(statistics.fmean(det), 1) if det else None,
             "detect_ms_p95": round(_p95(det), 1) if det else None,
             "frame_ms": round(statistics.fmean(frame), 1) if frame else None,
+            "views_per_frame": round(statistics.fmean(views), 1) if views else None,
+            "latency_ms": round(statistics.fmean(lat), 1) if lat else None,
+            "latency_ms_p95": round(_p95(lat), 1) if lat else None,
+            "latency_ms_max": round(lat_max, 1) if lat else None,
             "policy": self.cfg.camera.failure_policy,
+            "masks": [[list(p) for p in poly] for poly in self.cfg.camera.masks],
             "last_error": self.last_error,
             **c,
         }
@@ -378,12 +426,22 @@ class CameraService:
     def _run(self) -> None:
         src = self._source
         assert src is not None
+        w, h = src.main_size
+        depth = max(2, min(round(src.fps * CAPTURE_QUEUE_S),
+                           CAPTURE_QUEUE_BYTES // max(1, w * h * 3)))
+        capture = self._capture = Capture(src, depth=depth, timeout=READ_TIMEOUT_S,
+                                          block=not self._paced)
+        capture.start()
         try:
             while not self._stop.is_set():
                 try:
-                    frame = src.read(READ_TIMEOUT_S)
+                    frame = capture.get(READ_TIMEOUT_S)
                 except EndOfStream:
                     logger.info("camera %s: end of the file", src.name)
+                    self._search_held_in_full()
+                    self._drain()
+                    if self._writer is not None:
+                        self._writer.close()  # the last segment counts before "ended" shows
                     self.state = "ended"
                     break
                 except CameraError as exc:
@@ -398,41 +456,105 @@ class CameraService:
                     self._frame(frame)
         finally:
             try:
+                capture.stop()
+                self._search_held_in_full()
+                self._drain()  # frames held by the bracket are written, not lost
                 if self._writer is not None:
                     self._writer.close()  # publishes the open segment
             finally:
                 src.close()
 
     def _frame(self, frame: Frame) -> None:
-        """One frame, one error boundary: whatever fails, no raw pixel is written."""
-        t_start = self._clock()
+        """One frame, one error boundary: search it, hold it in the bracket, and write the
+        frames the bracket releases. Whatever fails, no raw pixel is written."""
         c = self.cfg.camera
+        t_start = self._clock()
         with self._lock:
             self.counts.frames += 1
             if self._last_index is not None and frame.index > self._last_index + 1:
                 self.counts.missed += frame.index - self._last_index - 1
         self._last_index = frame.index
-        want_still = self._still_due(frame.t)
-        raw: np.ndarray | None = None
+        shape = frame.main.shape
+        if self._last_shape is not None and shape != self._last_shape:
+            # Another picture (a folder of images of different sizes): nothing found in
+            # one carries over to the next, in either direction.
+            self._search_held_in_full()
+            self._drain()
+            self.tracker.reset()
+            if self._frame_search is not None:
+                self._frame_search.reset()
+        self._last_shape = shape
+        held = Held(frame, frame.t)
         try:
             t0 = self._clock()
-            boxes = self._detect(frame)
-            detect_ms = (self._clock() - t0) * 1e3
+            boxes = self._search(frame)
+            held.detect_ms = (self._clock() - t0) * 1e3
             age = self._clock() - frame.captured
             if age > c.max_frame_age_s:
                 raise _Late(f"frame {age:.2f} s old after detection (bound "
                             f"{c.max_frame_age_s:g} s)")
-            cover = self.tracker.update(frame.t, boxes)
-            if want_still:
-                raw = frame.main.copy()
-            self._redact(frame.main, cover)
+            held.cover = self.tracker.update(frame.t, boxes)
+            held.found = self.tracker.found_at(frame.t)
         except (DetectionError, RedactionError, _Late) as exc:
-            self._failure(frame, str(exc))
-            return
+            held.error = str(exc)
         except Exception as exc:  # the per-frame boundary: a bug fails the frame, closed
             if type(exc).__name__ not in self._error_logged:
                 self._error_logged.add(type(exc).__name__)
                 logger.exception("camera: internal error on a frame")
+            held.error = f"internal error: {type(exc).__name__}: {exc}"
+        for ready, cover in self._bracket.push(held):
+            self._release(ready, cover)
+        with self._lock:
+            self._frame_ms.append((self._clock() - t_start) * 1e3)
+            if self._frame_search is not None:
+                self._views.append(self._frame_search.stats.views)
+
+    def _search_held_in_full(self) -> None:
+        """At the end of a file (or a stop) no later frames will bracket the held ones: the
+        newest gets the full search of its main frame, and what it finds is carried back
+        over the others like any later detection (a face that walked in during the last
+        ``delay_frames`` frames may not have been swept yet). One full search, not one per
+        held frame, so the last frames wait ~0.2 s more, not seconds."""
+        held = self._bracket.held()
+        if self._frame_search is None or not held or held[-1].error is not None:
+            return
+        last = held[-1]
+        try:
+            boxes = self._frame_search.full(last.frame.main)
+        except (DetectionError, ValueError, MemoryError) as exc:
+            last.error = f"detection failed: {exc}"
+            return
+        last.cover.extend(boxes)
+        # ids no track uses (tracks count up from 1); no velocity: carried back grown
+        last.found.extend((-1 - i, b, 0.0, 0.0) for i, b in enumerate(boxes))
+
+    def _drain(self) -> None:
+        """Write the frames the bracket still holds (end of the stream, stop)."""
+        for ready, cover in self._bracket.drain():
+            self._release(ready, cover)
+
+    def _release(self, held: Held, cover: list[Box]) -> None:
+        """Redact and write one frame the bracket released."""
+        frame = held.frame
+        # Stills are decided here, on the frame being written (a snap gets the frame
+        # written next, captured up to the bracket's delay before it was asked for).
+        want_still = self._still_due(frame.t)
+        if held.error is not None:
+            self._failure(frame, held.error)
+            return
+        raw: np.ndarray | None = None
+        try:
+            if want_still:
+                raw = frame.main.copy()
+            self._redact(frame.main, cover)
+            self._mask(frame.main)
+        except RedactionError as exc:
+            self._failure(frame, str(exc))
+            return
+        except Exception as exc:  # the per-frame boundary, as in _frame
+            if type(exc).__name__ not in self._error_logged:
+                self._error_logged.add(type(exc).__name__)
+                logger.exception("camera: internal error redacting a frame")
             self._failure(frame, f"internal error: {type(exc).__name__}: {exc}")
             return
         # Only a redacted frame reaches this point.
@@ -443,11 +565,29 @@ class CameraService:
             self._snaps_taken_commit()
         with self._lock:
             self.counts.written += 1
-            self.counts.faces += len(boxes)
-            self._detect_ms.append(detect_ms)
+            self.counts.faces += len(held.found)
+            self._detect_ms.append(held.detect_ms)
             now = self._clock()
-            self._frame_ms.append((now - t_start) * 1e3)
             self._frame_times.append(now)
+            latency = (now - frame.captured) * 1e3
+            self._latency_ms.append(latency)
+            self._latency_max_ms = max(self._latency_max_ms, latency)
+
+    def _search(self, frame: Frame) -> list[Box]:
+        """This frame's faces in main pixels: the main-resolution search, or the lores
+        search alone (``camera.search``)."""
+        if self._frame_search is None:
+            return self._detect(frame)
+        try:
+            # Behind (frames queued): fewer crops this frame, so the queue drains and the
+            # latency stays bounded; the tracker and the bracket cover the faces between.
+            # (An unpaced file fills the queue by design: it is never behind.)
+            queued = self._capture.queued if self._capture is not None and self._paced else 0
+            budget = None if queued <= 1 else max(1, self.cfg.camera.max_views - 2 * queued)
+            return self._frame_search(frame.main, frame.lores, self.tracker.cover(frame.t),
+                                      max_views=budget)
+        except (ValueError, MemoryError) as exc:
+            raise DetectionError(f"detection failed: {exc}") from exc
 
     def _detect(self, frame: Frame) -> list[Box]:
         """Faces on the lores frame, as boxes in main pixels."""
@@ -467,20 +607,27 @@ class CameraService:
         sx, sy = main_w / w, main_h / h
         return [Box(d.box.x1 * sx, d.box.y1 * sy, d.box.x2 * sx, d.box.y2 * sy) for d in dets]
 
-    def _regions(self, boxes: Sequence[Box], width: int, height: int) -> list[Region]:
-        out = []
-        for b in boxes:
-            r = region_for(b, expand=self.cfg.redact.expand, width=width, height=height)
-            if r is not None:
-                out.append(r)
-        return out
-
     def _redact(self, rgb: np.ndarray, boxes: Sequence[Box],
                 extra: Sequence[Region] = ()) -> None:
+        """Face boxes (expanded by ``[redact]``) and exact regions, through the pipeline
+        when there is one (the regions are made in one place)."""
+        pipe = self._pipe
+        if pipe is not None and hasattr(pipe, "redact_boxes") \
+                and pipe.cfg.redact == self.cfg.redact:
+            pipe.redact_boxes(rgb, boxes, extra)
+            return
         h, w = rgb.shape[:2]
         rc = self.cfg.redact
-        redact(rgb, [*self._regions(boxes, w, h), *extra], mode=rc.mode, shape=rc.shape,
-               color=rc.color, outline=rc.outline)
+        regions = [r for r in (region_for(b, expand=rc.expand, width=w, height=h)
+                               for b in boxes) if r is not None]
+        redact(rgb, [*regions, *extra], mode=rc.mode, shape=rc.shape, color=rc.color,
+               outline=rc.outline)
+
+    def _mask(self, rgb: np.ndarray) -> None:
+        """The privacy masks (``camera.masks``), over whatever the search found."""
+        if self.cfg.camera.masks:
+            rc = self.cfg.redact
+            masks.apply(rgb, self.cfg.camera.masks, mode=rc.mode, color=rc.color)
 
     def _failure(self, frame: Frame, reason: str) -> None:
         policy = self.cfg.camera.failure_policy
@@ -585,6 +732,7 @@ class CameraService:
         _, found = self._find(item.raw)
         t1 = time.perf_counter()
         self._redact(item.raw, item.cover, found)
+        self._mask(item.raw)
         fmt = still_format(self.cfg.output.format)
         # consume: the still's frame is not used again (no second 36 MB copy at 12 MP)
         data = codec.encode(item.raw, fmt, quality=self.cfg.output.jpeg_quality, consume=True)

@@ -134,6 +134,11 @@ class Tracker:
             out.append(_union(tr.box, moved))
         return out
 
+    def found_at(self, t: float) -> list[tuple[int, Box, float, float]]:
+        """The faces detected at time ``t`` (after :meth:`update`): track id, box and
+        velocity."""
+        return [(tr.id, tr.box, tr.vx, tr.vy) for tr in self.tracks if tr.seen == t]
+
     def _observe(self, tr: Track, t: float, box: Box) -> None:
         dt = t - tr.seen
         if dt > 0:

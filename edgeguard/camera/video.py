@@ -95,6 +95,20 @@ def enforce_quota(folder: Path, quota_bytes: int) -> list[Path]:
     return removed
 
 
+def letterbox(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``bgr`` scaled to fit ``size`` with its proportions kept, centred on black (a folder
+    of images of several sizes played as a camera: one video size, no picture squashed)."""
+    w, h = size
+    ih, iw = bgr.shape[:2]
+    s = min(w / iw, h / ih)
+    nw, nh = max(1, round(iw * s)), max(1, round(ih * s))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    out = np.zeros((h, w, 3), np.uint8)
+    x, y = (w - nw) // 2, (h - nh) // 2
+    out[y:y + nh, x:x + nw] = cv2.resize(bgr, (nw, nh), interpolation=interp)
+    return out
+
+
 class SegmentWriter:
     """Writes redacted RGB frames as segments of ``segment_s`` seconds; see the module doc."""
 
@@ -146,7 +160,7 @@ class SegmentWriter:
 
     def _frame(self, bgr: np.ndarray, t: float) -> None:
         if (bgr.shape[1], bgr.shape[0]) != tuple(self.size):
-            bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
+            bgr = letterbox(bgr, self.size)
         if self._writer is not None and (t < self._start
                                          or t - self._start >= self.segment_s):
             self._finish()

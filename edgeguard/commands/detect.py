@@ -18,7 +18,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     p.add_argument("--json", action="store_true",
                    help="JSON lines (the default and only format; kept for clarity)")
-    add_config_flags(p)
+    add_config_flags(p, redaction=False)
+    # Without blur's --mode, argparse would take `--mode` as short for --models-dir.
+    p.allow_abbrev = False
 
 
 def _r(v: float) -> float:
@@ -41,7 +43,7 @@ def _detect(args: argparse.Namespace) -> int:
         ms = (time.perf_counter() - t0) * 1e3
         faces = [
             {"box": [_r(v) for v in d.box.as_list()], "score": round(d.score, 4),
-             "region": r.as_list()}
+             "weak": d.weak, "region": r.as_list()}
             for d, r in zip(found.detections, found.regions, strict=True)
         ]
         print(json.dumps({"path": str(src), "width": found.width, "height": found.height,

@@ -66,6 +66,13 @@ def _snap(args: argparse.Namespace) -> int:
             print(f"edgeguard: cannot read {paths.runtime / STATE_FILE}: {exc}")
             snap = None
         pid = int(snap.get("pid", 0)) if snap and snap.get("state") != "stopped" else 0
+        cam = (snap or {}).get("camera") or {}
+        if pid > 0 and isinstance(cam, dict) and cam.get("state") not in (None, "running"):
+            # The daemon runs on, but its camera does not (a file: source at its end, a
+            # failed camera): a signal would be caught and give nothing.
+            print(f"edgeguard: the daemon's camera {cam.get('camera', '')} is "
+                  f"{cam.get('state')}; no still can be taken")
+            return 3
         if pid > 0 and catches(pid, signal.SIGUSR1):
             try:
                 os.kill(pid, signal.SIGUSR1)

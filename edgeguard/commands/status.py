@@ -57,7 +57,8 @@ def render(snap: dict[str, Any], *, running: bool, now: float) -> str:
         when = datetime.fromtimestamp(snap["updated_at"]).isoformat(sep=" ", timespec="seconds")
         lines.append(f"edgeguard: not running (last state from {when})")
     lines.append(f"processed {snap['processed']}, failed {snap['failed']}, "
-                 f"faces {snap['faces']}, queued {snap.get('queued', 0)}, "
+                 f"faces {snap['faces']} (+{snap.get('weak', 0)} weak regions), "
+                 f"queued {snap.get('queued', 0)}, "
                  f"in progress {snap.get('in_flight', 0)}")
     lat = snap.get("latency_ms") or {}
     lines.append(f"latency p50 {_ms(lat.get('p50'))}, p95 {_ms(lat.get('p95'))} "
@@ -74,7 +75,8 @@ def render(snap: dict[str, Any], *, running: bool, now: float) -> str:
         from edgeguard.video.item import describe
 
         lines.append("video in progress: " + describe(v))
-    lines.append(f"inbox {snap.get('inbox')}  outbox {snap.get('outbox')}")
+    lines.append(f"inbox {snap.get('inbox')}  outbox {snap.get('outbox')}"
+                 + (f"  failed/ {snap['failed_dir']}" if snap.get("failed_dir") else ""))
     if "camera" in snap:
         from edgeguard.camera.status import render_status
 

@@ -1,4 +1,13 @@
-"""The face detector: runs the planned views through the cached interpreters and merges.
+"""The face detector: runs the planned views through the cached models and merges.
+
+Two models with different architectures and training sets search each frame:
+BlazeFace (TFLite) on the planner's multi-scale views, cheap per view and precise on open
+faces; and, where the profile names it, CenterFace (ONNX in OpenCV's DNN) once on the whole
+frame at a scale chosen from its size, which finds the masked, turned and blurred faces
+BlazeFace scores low. Each model's detections are kept with their own boxes, so each
+gives its own region: merging a face's two boxes into their union before the region rule
+grows every region (measured: +5 points of excess on a 12 MP set for no protection).
+Counting one face once is the counters' job (edgeguard.tally).
 
 Takes an RGB uint8 (H, W, 3) array, returns a list of detections in source pixels
 (empty when there are none, never None); anything else in is a ValueError.
@@ -7,6 +16,7 @@ Takes an RGB uint8 (H, W, 3) array, returns a list of detections in source pixel
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +39,34 @@ class Runner(Protocol):
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+class WholeFrameRunner(Protocol):
+    """What the detector needs of the second model (see dnn.CenterFaceRunner): boxes
+    (N, >= 4) in source pixels and scores for a whole frame shown at ``scale``."""
+
+    def detect(self, rgb: np.ndarray, *, scale: float, threshold: float, max_pixels: float,
+               overlap: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SecondParams:
+    """How the second model searches: once on the whole frame, shown at ``megapixels``
+    but at no scale below ``min_scale`` (which sets the smallest face it finds: CenterFace
+    finds faces from about 8-10 of its input pixels) nor above ``max_scale``."""
+
+    score: float  # its detections scoring this are kept
+    megapixels: float  # the frame is shown to it at about this many megapixels ...
+    min_scale: float  # ... but at this scale at least ...
+    max_scale: float  # ... and at this scale at most (> 1 enlarges small frames)
+    box_scale: float  # its boxes grow by this about their centre ...
+    box_shift: float  # ... and move down by this share of their height (see README)
+    tile_pixels: float = float("inf")  # larger inputs go in tiles of at most this size
+    tile_overlap: int = 96  # ... overlapping by this many of its input pixels
+
+    def scale_for(self, width: int, height: int) -> float:
+        s = math.sqrt(self.megapixels * 1e6 / (width * height))
+        return min(self.max_scale, max(self.min_scale, s))
+
+
 @dataclass(frozen=True, slots=True)
 class DetectParams:
     plan: PlanParams
@@ -40,12 +78,11 @@ class DetectParams:
     min_support: float = 0.0  # ... when their anchors' scores, over all views, sum to this
     band_lo: float = 0.0  # a tile level drops boxes shorter than band_lo x its smallest face
     band_hi: float = 0.0  # ... and taller than band_hi x its largest (0: no limit)
-
-    @property
-    def verify_model(self) -> str:
-        """Always "": the second-opinion model was measured to lose recall and keep most
-        false detections, and was removed. Kept so callers listing models still work."""
-        return ""
+    second: SecondParams | None = None  # the second model's search; None: BlazeFace only
+    solo_min_score: float = 0.0  # merged faces scoring this are kept where BlazeFace
+    # searches alone (detect_levels: the camera); 0: min_score
+    face_score: float = 0.5  # detections scoring this are counted as faces; the rest
+    # (kept privacy-first, down to min_score / second.score) as weak regions
 
 
 @dataclass
@@ -53,18 +90,40 @@ class DetectStats:
     views_planned: int = 0
     views_run: int = 0
     levels: int = 0
+    second_scale: float = 0.0  # the scale the second model saw the frame at (0: not run)
     ms: dict[str, float] = field(default_factory=dict)
+
+
+def _detection(box: np.ndarray, score: float, keypoints: np.ndarray, weak: bool) -> Detection:
+    return Detection(
+        Box(float(box[0]), float(box[1]), float(box[2]), float(box[3])), float(score),
+        tuple((float(keypoints[2 * k]), float(keypoints[2 * k + 1]))
+              for k in range(len(keypoints) // 2)),
+        weak=bool(weak))
+
+
+def _calibrated(box: np.ndarray, factor: float, shift: float) -> np.ndarray:
+    """``box`` scaled by ``factor`` about its centre and moved down by ``shift`` times its
+    height: a model's box mapped onto the face as annotators draw it (measured, README)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = (box[2] - box[0]) * factor / 2, (box[3] - box[1]) * factor / 2
+    cy += shift * (box[3] - box[1])
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)
 
 
 class FaceDetector:
     """Multi-scale BlazeFace over cached interpreters (one per model, created elsewhere once)."""
 
     def __init__(self, runners: Mapping[str, Runner], anchors: Mapping[str, np.ndarray],
-                 sizes: Mapping[str, int], params: DetectParams) -> None:
+                 sizes: Mapping[str, int], params: DetectParams,
+                 second: WholeFrameRunner | None = None) -> None:
         for name in (params.plan.whole_model, params.plan.tile_model):
             if name not in runners:
                 raise ValueError(f"no runner for model {name!r}")
+        if (params.second is None) != (second is None):
+            raise ValueError("the second model's runner and parameters go together")
         self._runners = dict(runners)
+        self._second = second
         self._anchors = dict(anchors)
         self._sizes = dict(sizes)
         self.params = params
@@ -95,28 +154,62 @@ class FaceDetector:
             level_boxes, level_scores = self._run_level(level, image, stats)
             all_boxes.extend(level_boxes)
             all_scores.extend(level_scores)
+        del images
         t2 = time.perf_counter()
+        p = self.params
         if all_boxes:
-            boxes = np.concatenate(all_boxes)
-            scores = np.concatenate(all_scores)
-            p = self.params
-            boxes, scores = merge(boxes, scores, p.nms_iou, min_score=p.min_score,
-                                  low_score=p.low_score, min_support=p.min_support)
+            boxes, scores = merge(np.concatenate(all_boxes), np.concatenate(all_scores),
+                                  p.nms_iou, min_score=p.min_score, low_score=p.low_score,
+                                  min_support=p.min_support)
         else:
             boxes = np.zeros((0, bf.NUM_COORDS), np.float32)
             scores = np.zeros((0,), np.float32)
+        found = [_detection(b[:4], s, b[4:], s < p.face_score)
+                 for b, s in zip(boxes, scores, strict=True)]
         t3 = time.perf_counter()
+        if self._second is not None and p.second is not None:
+            sp = p.second
+            stats.second_scale = sp.scale_for(w, h)
+            cboxes, cscores = self._second.detect(
+                rgb, scale=stats.second_scale, threshold=sp.score,
+                max_pixels=sp.tile_pixels, overlap=sp.tile_overlap)
+            found += [_detection(_calibrated(b[:4], sp.box_scale, sp.box_shift), s, b[4:],
+                                 s < p.face_score)
+                      for b, s in zip(cboxes, cscores, strict=True)]
+        t4 = time.perf_counter()
         stats.ms = {"resize": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                    "merge": (t3 - t2) * 1e3}
+                    "second": (t4 - t3) * 1e3, "merge": (t3 - t2) * 1e3}
         self._local.stats = stats
-        return [
-            Detection(
-                Box(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                float(s),
-                tuple((float(b[4 + 2 * k]), float(b[5 + 2 * k])) for k in range(bf.NUM_KEYPOINTS)),
-            )
-            for b, s in zip(boxes, scores, strict=True)
-        ]
+        return found
+
+    def detect_levels(self, rgb: np.ndarray, levels: Sequence[Level]) -> list[Detection]:
+        """Faces in ``rgb`` from the given levels only (each may list a subset of its
+        tiles), merged as :meth:`detect` merges but at ``solo_min_score``: BlazeFace
+        searches alone here, without the second model. The camera spreads one frame's plan over
+        several frames with it (a sweep) and searches main-resolution crops; ``levels``
+        come from :func:`~edgeguard.detect.planner.plan` for this frame's size."""
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
+                or rgb.dtype != np.uint8:
+            raise ValueError("expected an RGB uint8 array of shape (H, W, 3)")
+        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            raise ValueError("empty image")
+        stats = DetectStats(levels=len(levels))
+        all_boxes: list[np.ndarray] = []
+        all_scores: list[np.ndarray] = []
+        for level, image in zip(levels, _pyramid(rgb, levels), strict=True):
+            level_boxes, level_scores = self._run_level(level, image, stats)
+            all_boxes.extend(level_boxes)
+            all_scores.extend(level_scores)
+        self._local.stats = stats
+        if not all_boxes:
+            return []
+        p = self.params
+        solo = p.solo_min_score or p.min_score
+        boxes, scores = merge(np.concatenate(all_boxes), np.concatenate(all_scores),
+                              p.nms_iou, min_score=solo, low_score=min(solo, p.low_score),
+                              min_support=p.min_support)
+        return [_detection(b[:4], s, b[4:], s < p.face_score)
+                for b, s in zip(boxes, scores, strict=True)]
 
     def _run_level(self, level: Level, image: np.ndarray,
                    stats: DetectStats) -> tuple[list[np.ndarray], list[np.ndarray]]:

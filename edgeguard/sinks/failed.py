@@ -70,7 +70,7 @@ class FailedSink:
     def record(self, source: Path, rel: Path, reason: str) -> Failure:
         """Move ``source`` (inbox path ``rel``) into failed/ with ``reason`` beside it.
 
-        Raises OSError when failed/ cannot take it; the input then stays in the inbox.
+        Raises OSError when failed/ cannot take it; the input then stays queued.
         """
         with self._lock:
             return self._record(source, rel, reason)

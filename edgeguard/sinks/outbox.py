@@ -8,7 +8,7 @@ file or nothing, and an existing file is never overwritten (a collision gets a `
 exactly one output or none, never a duplicate.
 
 Errors writing the outbox (full, read-only, permissions) are :class:`OutputError`: the
-raw file stays in the inbox and nothing partial remains in the outbox.
+raw file stays queued and nothing partial remains in the outbox.
 """
 
 from __future__ import annotations

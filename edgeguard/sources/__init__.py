@@ -1,1 +1,1 @@
-"""Where images come from: the watched inbox folder (and, later, a camera)."""
+"""Where images come from: the watched inbox folder, and the camera adapters (camera/)."""

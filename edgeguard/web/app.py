@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from edgeguard import __version__
 from edgeguard.errors import InputError, StartupError
 from edgeguard.web import results, status, uploads
-from edgeguard.web.auth import PasswordFile, RateLimiter, Session, Sessions
+from edgeguard.web.auth import DeviceCookies, PasswordFile, RateLimiter, Session, Sessions
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,18 @@ TEMPLATES_DIR = PACKAGE_DIR / "templates"
 
 SESSION_COOKIE = "eg_session"
 LOGIN_COOKIE = "eg_login"
+DEVICE_COOKIE = "eg_device"
+DEVICE_COOKIE_S = 400 * 86400  # browsers cap a cookie's life at 400 days
 CSRF_HEADER = "X-CSRF-Token"
 MB = 1024 * 1024
 CHUNK = 256 * 1024
 # An upload that sends nothing for this long is dropped (its temporary file removed).
 READ_IDLE_S = 60.0
+# ... and so is one that, after its first UPLOAD_GRACE_S, sends slower than this on average
+# (a body trickled in a byte at a time would otherwise hold a connection and a temporary
+# file for ever). 16 kB/s: a 30 MB photo may take half an hour.
+MIN_UPLOAD_RATE = 16 * 1024
+UPLOAD_GRACE_S = 20.0
 # Sign-in and sign-out forms: a password and a token fit easily.
 FORM_MAX_BYTES = 8192
 # Headers and boundaries around each file in a multipart body.
@@ -87,6 +95,11 @@ class Settings:
     login_window_s: float
     allow_lan: bool
     hide_filenames: bool = False
+    # Behind a TLS proxy on this machine: take the scheme, host and client address from its
+    # X-Forwarded-Proto/-Host/-For headers (only from a loopback peer).
+    trusted_proxy: bool = False
+    min_upload_rate: int = MIN_UPLOAD_RATE
+    upload_grace_s: float = UPLOAD_GRACE_S
 
 
 @dataclass
@@ -98,7 +111,10 @@ class WebState:
     inbox: uploads.Inbox
     tracker: uploads.Tracker
     templates: dict[str, string.Template]
+    devices: DeviceCookies
     verify_lock: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    # Photos being received right now: they count toward max_files with the queued ones.
+    receiving: int = 0
 
 
 STATE = web.AppKey("edgeguard_web", WebState)
@@ -203,6 +219,35 @@ def _session(request: web.Request, st: WebState) -> Session | None:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def _proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With web.trusted_proxy: a request from a proxy on this machine carries the browser's
+    scheme, host and address in X-Forwarded-* headers; use them (the session cookie then
+    gets Secure, and the https Origin matches). From any other peer they are ignored."""
+    st = _state(request)
+    if not st.settings.trusted_proxy or not _loopback(request.remote):
+        return await handler(request)
+    changes: dict[str, str] = {}
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if proto in ("http", "https"):
+        changes["scheme"] = proto
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    if host and all(c.isalnum() or c in "-.:[]" for c in host):
+        changes["host"] = host
+    forwarded_for = request.headers.get("X-Forwarded-For", "")
+    if forwarded_for:
+        # The proxy appends the address it saw last: the one entry it vouches for.
+        changes["remote"] = forwarded_for.split(",")[-1].strip()[:64]
+    return await handler(request.clone(**changes) if changes else request)  # type: ignore[arg-type]
 
 
 @web.middleware
@@ -313,7 +358,11 @@ async def login(request: web.Request) -> web.StreamResponse:
         logger.warning("web: sign-in refused: missing or wrong CSRF token")
         return _login_page(request, "The sign-in form had expired; please try again.", 403)
     client = request.remote or "unknown"
-    wait = st.limiter.retry_after(client)
+    # A browser that signed in before is counted on its own (its device cookie), so guesses
+    # by others behind the same address (an ssh tunnel, a proxy) do not keep it out.
+    key = st.devices.client(request.cookies.get(DEVICE_COOKIE)) or client
+    # Counted before the hash is checked, in one step: parallel guesses cannot slip past.
+    wait = st.limiter.acquire(key)
     if wait > 0:
         seconds = int(wait) + 1
         return _login_page(request, f"Too many failed sign-ins. Try again in {seconds} s.",
@@ -328,16 +377,17 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, "No password is set. On the appliance, run: sudo "
                            "edgeguard web --set-password", 503)
     if not ok:
-        st.limiter.failure(client)
         logger.warning("web: failed sign-in from %s", client)
         return _login_page(request, "Wrong password or token.", 401)
-    st.limiter.success(client)
+    st.limiter.success(key)
     token, _ = st.sessions.create(fingerprint)
     logger.info("web: signed in from %s", client)
     resp = _see_other("/")
     resp.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="Strict",
                     secure=request.secure, max_age=int(st.settings.session_s))
     resp.del_cookie(LOGIN_COOKIE, path="/login")
+    resp.set_cookie(DEVICE_COOKIE, st.devices.issue(), path="/login", httponly=True,
+                    samesite="Strict", secure=request.secure, max_age=DEVICE_COOKIE_S)
     return resp
 
 
@@ -439,16 +489,47 @@ def _display_name(filename: str | None) -> str:
     return shown or "(no name)"
 
 
-async def _discard(part: BodyPartReader, budget: int) -> int:
-    """Read the rest of ``part`` without keeping it; abort the request past ``budget``."""
+class Body:
+    """The whole request body's limits, checked after every chunk: its total size (a
+    chunked body has no Content-Length to check up front; any number of refused parts
+    would otherwise be read and thrown away) and its pace."""
+
+    def __init__(self, request: web.Request, budget: int, *, min_rate: int, grace_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.request = request
+        self.budget = budget
+        self.min_rate = min_rate
+        self.grace_s = grace_s
+        self._clock = clock
+        self.started = clock()
+
+    def account(self) -> None:
+        got = self.request.content.total_bytes
+        if got > self.budget:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.budget, actual_size=got)
+        elapsed = self._clock() - self.started
+        if elapsed > self.grace_s and got < self.min_rate * elapsed:
+            raise SlowBody(got, elapsed)
+
+    async def chunk(self, part: BodyPartReader) -> bytes:
+        chunk = await asyncio.wait_for(part.read_chunk(CHUNK), READ_IDLE_S)
+        self.account()
+        return chunk
+
+
+class SlowBody(Exception):
+    def __init__(self, got: int, elapsed: float) -> None:
+        super().__init__(f"{got} bytes in {elapsed:.0f} s")
+
+
+async def _discard(part: BodyPartReader, body: Body) -> int:
+    """Read the rest of ``part`` without keeping it (the body's limits still apply)."""
     total = 0
     while True:
-        chunk = await asyncio.wait_for(part.read_chunk(CHUNK), READ_IDLE_S)
+        chunk = await body.chunk(part)
         if not chunk:
             return total
         total += len(chunk)
-        if total > budget:
-            raise web.HTTPRequestEntityTooLarge(max_size=budget, actual_size=total)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -466,7 +547,7 @@ class Outcome:
 
 
 async def _receive(st: WebState, part: BodyPartReader, original: str,
-                   budget: int) -> Outcome:
+                   body: Body) -> Outcome:
     s = st.settings
     tracker = st.tracker
 
@@ -478,7 +559,7 @@ async def _receive(st: WebState, part: BodyPartReader, original: str,
     try:
         fd, part_path = st.inbox.new_part()
     except OSError as exc:
-        await _discard(part, budget)
+        await _discard(part, body)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return refuse(507, "the inbox (in RAM) is full right now; try again when the "
                                "waiting photos are done")
@@ -490,7 +571,7 @@ async def _receive(st: WebState, part: BodyPartReader, original: str,
         with os.fdopen(fd, "w+b", buffering=0) as fh:
             try:
                 while True:
-                    chunk = await asyncio.wait_for(part.read_chunk(CHUNK), READ_IDLE_S)
+                    chunk = await body.chunk(part)
                     if not chunk:
                         break
                     size += len(chunk)
@@ -503,12 +584,12 @@ async def _receive(st: WebState, part: BodyPartReader, original: str,
                 full = True
             if full:
                 os.ftruncate(fh.fileno(), 0)  # give the RAM back before draining the rest
-                await _discard(part, budget)
+                await _discard(part, body)
                 return refuse(507, "the inbox (in RAM) is full right now; try again when "
                                    "the waiting photos are done")
             if size > s.max_upload_bytes:
                 os.ftruncate(fh.fileno(), 0)
-                size += await _discard(part, budget)
+                size += await _discard(part, body)
                 return refuse(413, too_large_reason(size, s.max_upload_bytes))
             try:
                 fmt, _, _ = uploads.check_image(fh, max_pixels=s.max_pixels)
@@ -539,6 +620,7 @@ async def api_upload(request: web.Request) -> web.StreamResponse:
                            f"{s.max_upload_bytes // MB} MB each")
     st.tracker.refresh(status.read_state(s.runtime))
     outcomes: list[Outcome] = []
+    body = Body(request, budget, min_rate=s.min_upload_rate, grace_s=s.upload_grace_s)
     try:
         reader = await request.multipart()
         files = 0
@@ -549,7 +631,7 @@ async def api_upload(request: web.Request) -> web.StreamResponse:
             if not isinstance(part, BodyPartReader):
                 return _error(400, "nested multipart bodies are not supported")
             if part.filename is None:
-                await _discard(part, FORM_MAX_BYTES)  # ordinary form fields: ignored
+                await _discard(part, body)  # ordinary form fields: ignored
                 continue
             files += 1
             original = _display_name(part.filename)
@@ -558,22 +640,35 @@ async def api_upload(request: web.Request) -> web.StreamResponse:
             code = 0
             if files > s.max_files:
                 code, reason = 413, f"too many photos in one upload: at most {s.max_files}"
-            elif st.tracker.waiting() >= s.max_files:
-                code, reason = 429, (f"{st.tracker.waiting()} photos from this page are still "
-                                     "waiting to be redacted; try again when some are done")
+            elif st.tracker.waiting() + st.receiving >= s.max_files:
+                code, reason = 429, (f"{st.tracker.waiting() + st.receiving} photos from this "
+                                     "page are still being uploaded or waiting to be "
+                                     "redacted; try again when some are done")
             elif encoding not in ("binary", "8bit", "7bit") or part.headers.get(
                     hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
                 code, reason = 415, "encoded file parts are not supported"
             if reason is not None:
-                await _discard(part, budget)
+                await _discard(part, body)
                 logger.warning("web: upload refused: %s", reason)
                 outcomes.append(Outcome(st.tracker.refused(original, reason), code))
                 continue
-            outcomes.append(await _receive(st, part, original, budget))
+            st.receiving += 1  # counted before the first await: parallel uploads see it
+            try:
+                outcomes.append(await _receive(st, part, original, body))
+            finally:
+                st.receiving -= 1
     except ValueError as exc:  # aiohttp's multipart reader on a malformed body
         return _error(400, f"malformed upload: {exc}")
+    except HttpProcessingError:
+        # A part's header line over aiohttp's limit (8 KB) and the like. Its text quotes
+        # the line, file name and all: never logged or echoed (web.hide_filenames).
+        logger.warning("web: upload refused: malformed multipart headers")
+        return _error(400, "malformed upload: a part's headers are too long or broken")
     except TimeoutError:
         return _error(408, f"the upload stalled for {READ_IDLE_S:.0f} s")
+    except SlowBody as exc:
+        logger.warning("web: upload cut off: too slow (%s)", exc)
+        return _error(408, f"the upload was too slow (under {s.min_upload_rate // 1024} kB/s)")
     if not outcomes:
         return _error(400, "no photos in the upload")
     accepted = [o for o in outcomes if o.http_status == 200]
@@ -588,10 +683,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
                wall: Callable[[], float] = time.time) -> web.Application:
     # client_max_size bounds Request.read()/post(); nothing here calls post() (see above),
     # and this keeps any future call from spooling an upload to a temporary file.
-    app = web.Application(middlewares=[_guard], client_max_size=FORM_MAX_BYTES)
+    app = web.Application(middlewares=[_proxy, _guard], client_max_size=FORM_MAX_BYTES)
+    passwords = PasswordFile(settings.password_file)
     app[STATE] = WebState(
         settings=settings,
-        passwords=PasswordFile(settings.password_file),
+        passwords=passwords,
+        devices=DeviceCookies(passwords),
         limiter=RateLimiter(settings.login_failures, settings.login_window_s, clock=clock),
         sessions=Sessions(settings.session_s, clock=clock),
         inbox=uploads.Inbox(settings.inbox, settings.outbox, settings.output_format),

@@ -186,10 +186,16 @@ class PasswordFile:
 
 
 class RateLimiter:
-    """At most ``limit`` failures per client within ``window_s``; then it waits.
+    """At most ``limit`` sign-in attempts checked per client within ``window_s``.
 
-    A success clears the client's record. Records of idle clients are dropped, and at most
-    ``max_clients`` are kept (the oldest go first), so the table cannot grow without bound.
+    An attempt is counted by :meth:`acquire` *before* its password is hashed, in the same
+    step as the check (the event loop runs it without a pause), so parallel attempts cannot
+    all slip in before the first is counted: 30 at once get ``limit`` hash checks and 29 -
+    ``limit`` refusals. A success clears the client's record; a failure keeps its count.
+    The window slides: one more attempt is allowed each time the oldest counted one is
+    ``window_s`` old, so guesses are slowed to ``limit`` per window, not shut out for good.
+    Records of idle clients are dropped, and at most ``max_clients`` are kept (the oldest
+    go first), so the table cannot grow without bound.
     """
 
     def __init__(self, limit: int, window_s: float, *, max_clients: int = 4096,
@@ -198,17 +204,17 @@ class RateLimiter:
         self.window_s = window_s
         self.max_clients = max_clients
         self._clock = clock
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
+        self._attempts: collections.OrderedDict[str, collections.deque[float]] = (
             collections.OrderedDict())
 
     def _recent(self, client: str, now: float) -> collections.deque[float] | None:
-        times = self._failures.get(client)
+        times = self._attempts.get(client)
         if times is None:
             return None
         while times and now - times[0] >= self.window_s:
             times.popleft()
         if not times:
-            del self._failures[client]
+            del self._attempts[client]
             return None
         return times
 
@@ -220,19 +226,67 @@ class RateLimiter:
             return 0.0
         return max(0.0, times[0] + self.window_s - now)
 
-    def failure(self, client: str) -> None:
+    def acquire(self, client: str) -> float:
+        """Count an attempt now, if one is allowed: 0.0; else the seconds to wait (nothing
+        is counted then). Check and count are one step: call it from one thread only."""
+        wait = self.retry_after(client)
+        if wait > 0:
+            return wait
         now = self._clock()
         times = self._recent(client, now)
         if times is None:
             times = collections.deque(maxlen=self.limit)
-            self._failures[client] = times
+            self._attempts[client] = times
         times.append(now)
-        self._failures.move_to_end(client)
-        while len(self._failures) > self.max_clients:
-            self._failures.popitem(last=False)
+        self._attempts.move_to_end(client)
+        while len(self._attempts) > self.max_clients:
+            self._attempts.popitem(last=False)
+        return 0.0
+
+    def failure(self, client: str) -> None:
+        """A failed attempt that was not counted by :meth:`acquire` (kept for callers
+        that check first and count afterwards)."""
+        self.acquire(client)
 
     def success(self, client: str) -> None:
-        self._failures.pop(client, None)
+        self._attempts.pop(client, None)
+
+
+class DeviceCookies:
+    """A browser that has signed in before gets a device cookie; its attempts are counted
+    on their own, not with everyone else behind the same address.
+
+    Behind an ssh tunnel or a proxy every user shares one address, so anyone who reaches the
+    page could otherwise use up that address's attempts and keep the owner out. The cookie
+    is ``<nonce>.<HMAC(key, nonce)>``; the key is derived from the stored password line, so
+    nobody without the password file can make one, and a new password voids them all. (The
+    OWASP "device cookie" scheme.)
+    """
+
+    def __init__(self, passwords: PasswordFile) -> None:
+        self._passwords = passwords
+
+    def _key(self) -> bytes:
+        return hashlib.sha256(b"edgeguard device cookie\0"
+                              + self._passwords.fingerprint().encode()).digest()
+
+    def issue(self) -> str:
+        nonce = secrets.token_urlsafe(18)
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def _sign(self, nonce: str) -> str:
+        return hmac.new(self._key(), nonce.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def client(self, cookie: str | None) -> str | None:
+        """The rate-limit key for a valid device cookie, else None."""
+        if not cookie or len(cookie) > 128 or "." not in cookie:
+            return None
+        nonce, _, mac = cookie.partition(".")
+        try:
+            good = hmac.compare_digest(mac.encode(), self._sign(nonce).encode())
+        except StartupError:
+            return None
+        return f"device:{nonce}" if good else None
 
 
 # -- sessions ---------------------------------------------------------------------------------

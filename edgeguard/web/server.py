@@ -98,6 +98,7 @@ def settings_for(cfg: Config) -> tuple[Settings, str, int]:
         max_pixels=cfg.input.max_pixels, max_upload_bytes=w.max_upload_mb * MB,
         max_files=w.max_files, session_s=w.session_hours * 3600.0,
         login_failures=w.login_failures, login_window_s=w.login_window_s,
+        trusted_proxy=w.trusted_proxy,
         allow_lan=w.allow_lan, hide_filenames=cfg.daemon.hide_filenames)
     return settings, host, w.port
 

@@ -16,7 +16,7 @@ from typing import Any
 from edgeguard.state import STATE_FILE
 
 MAX_STATE_BYTES = 1 << 20
-_COUNTS = ("processed", "failed", "refused", "faces", "retries", "queued", "in_flight",
+_COUNTS = ("processed", "failed", "refused", "faces", "weak", "retries", "queued", "in_flight",
            "backlog")
 _CAMERA = ("state", "camera", "source", "fps", "detect_ms", "detect_ms_p95", "frames",
            "failed", "blanked", "dropped", "missed", "stills", "video_segments", "last_error")

@@ -14,10 +14,10 @@ Pixels are never decoded here (that would cost a Pi Zero 2 W as much memory as t
 own decode); a file that passes these checks and still fails to decode ends in failed/ with
 the daemon's reason, which the page shows from the daemon's state file.
 
-The :class:`Tracker` follows each upload by name: in the inbox means queued; gone from
-the inbox with its output in the outbox means done (the daemon publishes before it
-deletes the input, so that order is never seen the other way round); gone without an
-output means failed.
+The :class:`Tracker` follows each upload by name: its output in the outbox means done;
+in the inbox, or claimed by the daemon into its private spool and not finished, means
+queued; named among the daemon's recent failures, or gone while the daemon reports
+itself idle, without an output, means failed.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ from edgeguard.sources.inbox import is_ignored_name
 
 PART_PREFIX = ".upload-"
 PART_SUFFIX = ".part"
-PART_MODE = 0o640  # the inbox is setgid edgeguard-drop: the daemon reads through the group
+# The group is the web user's own (the inbox is not setgid): nobody else's. The daemon claims
+# the placed file into its spool and reads it there.
+PART_MODE = 0o640
 NAME_MAX_BYTES = 120
 MAX_COLLISIONS = 1000
 # Input suffixes that already name the sniffed format (an upload keeps its own spelling).
@@ -197,7 +199,11 @@ class Inbox:
     def sweep_parts(self) -> int:
         """Remove temporary files a crashed web process left (the daemon never takes them)."""
         removed = 0
-        with os.scandir(self.root) as it:
+        try:
+            it = os.scandir(self.root)
+        except PermissionError:
+            return 0  # droppers (this process too) may not list the inbox: nothing to do
+        with it:
             for e in it:
                 if (e.name.startswith(PART_PREFIX) and e.name.endswith(PART_SUFFIX)
                         and e.is_file(follow_symlinks=False)):
@@ -227,6 +233,15 @@ class Inbox:
                 continue
             return Placed(name, output, fmt)
         raise OSError(errno.EEXIST, f"{MAX_COLLISIONS} names taken", wanted)
+
+
+def _idle_since(state: dict[str, Any] | None, at: float) -> bool:
+    """The daemon's state, written after ``at``, shows nothing queued or in progress."""
+    if not state:
+        return False
+    updated = state.get("updated_at")
+    return (isinstance(updated, (int, float)) and updated > at
+            and not state.get("queued") and not state.get("in_flight"))
 
 
 def free_bytes(path: Path) -> int:
@@ -307,11 +322,18 @@ class Tracker:
     def refresh(self, state: dict[str, Any] | None) -> None:
         """Move uploads on from what the inbox, the outbox and the state file show."""
         for u in self._items.values():
+            if (u.status in (Status.QUEUED, Status.FAILED) and u.output is not None
+                    and os.path.lexists(self.outbox / u.output)):
+                u.status, u.reason = Status.DONE, None
+                continue
             if u.status is Status.QUEUED and u.name is not None:
                 if os.path.lexists(self.inbox / u.name):
                     continue
-                if u.output is not None and os.path.lexists(self.outbox / u.output):
-                    u.status = Status.DONE
+                # The daemon claims each arrival into its private spool at once, so gone
+                # from the inbox means taken, not finished: it failed once the daemon
+                # names it among its failures, or reports itself idle in a state written
+                # after the upload (a late output still turns it into done, above).
+                if self._listed_failure(u, state) is None and not _idle_since(state, u.at):
                     continue
                 u.status = Status.FAILED
                 u.gone_at = self.clock()
@@ -319,8 +341,18 @@ class Tracker:
                 u.reason = self._reason(u, state)
 
     def _reason(self, u: Upload, state: dict[str, Any] | None) -> str | None:
-        """The daemon's reason for this upload from its state file's recent failures (by
-        name, newest first, and not older than the upload: a name can be reused)."""
+        """The daemon's reason for this upload from its state file's recent failures, or
+        the generic one once it has waited ``reason_wait_s`` for it."""
+        listed = self._listed_failure(u, state)
+        if listed is not None:
+            return listed
+        if u.gone_at is not None and self.clock() - u.gone_at >= self.reason_wait_s:
+            return GENERIC_FAILURE
+        return None  # asked again at the next poll
+
+    def _listed_failure(self, u: Upload, state: dict[str, Any] | None) -> str | None:
+        """This upload's reason in the state file's recent failures (by name, newest
+        first, and not older than the upload: a name can be reused)."""
         recent = state.get("recent_failures") if state else None
         if isinstance(recent, list):
             for entry in reversed(recent):
@@ -329,9 +361,7 @@ class Tracker:
                         and isinstance(entry.get("at"), (int, float))
                         and entry["at"] >= u.at - 1.0):
                     return str(entry["reason"])
-        if u.gone_at is not None and self.clock() - u.gone_at >= self.reason_wait_s:
-            return GENERIC_FAILURE
-        return None  # asked again at the next poll
+        return None
 
     def items(self) -> list[Upload]:
         return list(reversed(self._items.values()))

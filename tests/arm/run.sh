@@ -254,7 +254,7 @@ test_job() {
     mkdir "$root/src"
     tar -C "$SOURCE" --exclude=./.git --exclude='./.venv*' --exclude=./.cache --exclude=./build \
         --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ --exclude=./bench-out \
-        --exclude=./outbox --exclude='./models/*.tflite' --exclude=.pytest_cache \
+        --exclude=./outbox --exclude='./models/*.tflite' --exclude='./models/*.onnx' --exclude=.pytest_cache \
         --exclude=.ruff_cache --exclude=.mypy_cache -cf - . | tar -C "$root/src" -xf -
     cp -L /etc/resolv.conf "$root/etc/resolv.conf"
     # This machine's trust store (it may hold a site proxy's CA) for pip's downloads; pip inside

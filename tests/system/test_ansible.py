@@ -88,6 +88,11 @@ def test_playbook_installs_a_running_service(c: nspawn.Container, astronaut_jpeg
     assert tomllib.loads(c.read_bytes(CONFIG).decode()) == want
     # The drop user the role created can drop; the result is redacted.
     assert "edgeguard-drop" in c.run("id", "-nG", "carol").stdout.split()
+    # As install.sh: the service reads drops from its spool, not through the drop group;
+    # rsync and edgeguard are on the admin's PATH.
+    assert "edgeguard-drop" not in c.run("id", "-nG", "edgeguard").stdout.split()
+    assert c.run("edgeguard", "--version").stdout.startswith("edgeguard ")
+    assert c.run("rsync", "--version").returncode == 0
     drop(c, "via-ansible.jpg", astronaut_jpeg, user="carol")
     assert_redacted(astronaut_rgb, wait_output(c, "via-ansible.jpg"))
 

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.system
 UNIT = "edgeguard.service"
 INBOX = "/run/edgeguard/inbox"
 FAILED = "/run/edgeguard/failed"
+SPOOL = "/run/edgeguard/inbox.spool"
 OUTBOX = "/var/lib/edgeguard/outbox"
 CONFIG = "/etc/edgeguard/edgeguard.toml"
 VENV_PY = "/opt/edgeguard/venv/bin/python"
@@ -84,11 +85,28 @@ def test_install_again_is_idempotent_and_keeps_the_config(c: nspawn.Container) -
     assert "# edited by the operator" in c.read_bytes(CONFIG).decode()
     assert c.read_bytes(CONFIG + ".dist") == (nspawn.REPO / "deploy/edgeguard.toml").read_bytes()
     assert "models" in r.stdout and "present and verified" in r.stderr + r.stdout
-    # The accounts: a system user in video and the drop group.
+    # The accounts: a system user in video; not in the drop group (it reads nothing through
+    # it: arrivals are claimed into its private spool).
     groups = c.run("id", "-nG", "edgeguard").stdout.split()
-    assert {"edgeguard", "video", "edgeguard-drop"} <= set(groups)
+    assert {"edgeguard", "video"} <= set(groups) and "edgeguard-drop" not in groups
     assert c.show(UNIT, "UnitFileState")["UnitFileState"] == "enabled"
+    # Only the installer's own lines: no apt progress, debconf notes or log lines.
+    for line in r.stdout.splitlines():
+        assert line.startswith("edgeguard-install: "), r.stdout
+    # rsync (the README's drop command needs it on this end) and edgeguard on root's PATH.
+    assert c.run("rsync", "--version").returncode == 0
+    assert c.run("edgeguard", "--version").stdout.startswith("edgeguard ")
     write_config(c)
+
+
+def test_check_without_config_checks_the_installed_config_and_creates_nothing(
+        c: nspawn.Container) -> None:
+    c.run("mkdir", "-p", "/root/somewhere")
+    r = c.run("sh", "-c", "cd /root/somewhere && edgeguard check", check=False)
+    assert f"ok   config: {CONFIG} is valid" in r.stdout, r.stdout
+    # It looked at the installed folders, not the built-in defaults (./outbox, /dev/shm).
+    assert f"outbox {OUTBOX}" in r.stdout and f"inbox {INBOX}" in r.stdout, r.stdout
+    assert ls(c, "/root/somewhere") == []
 
 
 def test_installed_unit_verifies_clean_and_rates_safe(c: nspawn.Container) -> None:
@@ -190,11 +208,13 @@ def probe(c: nspawn.Container, props: list[str],
 
 
 def test_service_cannot_open_a_network_socket(c: nspawn.Container) -> None:
-    # The running service: no privileges, a seccomp filter.
+    # The running service: CAP_FOWNER (bit 3) and CAP_LEASE (bit 28) and nothing else, not
+    # even in its bounding set; no new privileges; a seccomp filter.
     status = c.read_bytes(f"/proc/{main_pid(c)}/status").decode()
     assert "NoNewPrivs:\t1" in status
     assert "Seccomp:\t2" in status
-    assert "CapEff:\t0000000000000000" in status
+    for key in ("CapEff", "CapPrm", "CapBnd"):
+        assert f"{key}:\t{(1 << 3) | (1 << 28):016x}" in status, status
     # A probe under the unit's own [Service] settings (read from systemd/edgeguard.service).
     props = unitfile.probe_properties(UNIT_FILE)
     r = probe(c, props, SOCKET_PROBE)
@@ -331,6 +351,21 @@ def test_reload_applies_a_config_change(c: nspawn.Container, astronaut_png: byte
     c.systemctl("reload", UNIT)
 
 
+def test_reload_with_a_broken_config_fails_visibly(c: nspawn.Container) -> None:
+    pid = main_pid(c)
+    write_config(c, "[daemon]\nworkers = 0\n")  # a second [daemon] table: invalid TOML
+    mark = c.cursor()
+    r = c.systemctl("reload", UNIT, check=False)
+    assert r.returncode != 0, r
+    log = c.journal(UNIT, after=mark)
+    assert "FAIL config" in log, log
+    assert "Reloaded" not in log, log
+    # The daemon was not signalled and runs on with its config.
+    assert main_pid(c) == pid and active(c)
+    write_config(c)
+    c.systemctl("reload", UNIT)
+
+
 def test_stop_drains_and_exits_cleanly(c: nspawn.Container, astronaut_rgb: np.ndarray) -> None:
     # Bigger images (2048x2048) so that some are in progress when the stop comes.
     big = encode(np.kron(astronaut_rgb, np.ones((4, 4, 1), np.uint8)), "JPEG")
@@ -347,8 +382,9 @@ def test_stop_drains_and_exits_cleanly(c: nspawn.Container, astronaut_rgb: np.nd
                  "ExecMainStatus": "0"}, s
     log = c.journal(UNIT, after=mark)
     assert "stopped: " in log, log
-    # Every file is either done or still queued, never both, never half-written.
-    out, inbox = set(ls(c, OUTBOX)), set(ls(c, INBOX))
+    # Every file is either done or still queued (claimed into the spool), never both,
+    # never half-written.
+    out, inbox = set(ls(c, OUTBOX)), set(ls(c, INBOX)) | set(ls(c, SPOOL))
     for name in names:
         assert (name in out) != (name in inbox), (name, out, inbox)
     assert not [n for n in out if n.startswith(".")]
@@ -362,6 +398,14 @@ def test_stop_drains_and_exits_cleanly(c: nspawn.Container, astronaut_rgb: np.nd
 
 # -- uninstall --------------------------------------------------------------------------------
 
+def test_reinstall_says_it_restarts(c: nspawn.Container) -> None:
+    c.systemctl("start", UNIT)
+    pid = main_pid(c)
+    r = c.run("/root/edgeguard/deploy/install.sh", "--wheelhouse", "/wheelhouse", timeout=600)
+    assert "restarting edgeguard" in r.stdout, r.stdout
+    assert active(c) and main_pid(c) != pid
+
+
 def test_uninstall_keeps_the_outbox_and_purge_removes_everything(c: nspawn.Container) -> None:
     c.systemctl("start", UNIT)
     r = c.run("/root/edgeguard/deploy/install.sh", "--uninstall")
@@ -371,7 +415,16 @@ def test_uninstall_keeps_the_outbox_and_purge_removes_everything(c: nspawn.Conta
                  "/etc/tmpfiles.d/edgeguard.conf", "/run/edgeguard"):
         assert c.run("test", "-e", gone, check=False).returncode != 0, gone
     assert "scp-style.jpg" in ls(c, OUTBOX)
+    assert c.run("test", "-e", "/usr/local/bin/edgeguard", check=False).returncode != 0
     r = c.run("/root/edgeguard/deploy/install.sh", "--uninstall", "--purge")
     assert c.run("test", "-e", "/var/lib/edgeguard", check=False).returncode != 0
     for name, db in (("edgeguard", "passwd"), ("edgeguard-drop", "group")):
         assert c.run("getent", db, name, check=False).returncode != 0, name
+    # It says what it removed, and no tool complains about what it did not.
+    assert r.stderr == "", r.stderr
+    assert "purged /var/lib/edgeguard, the user edgeguard" in r.stdout, r.stdout
+    assert "the group edgeguard-drop" in r.stdout, r.stdout
+    # A second purge has nothing to do, and says so.
+    r = c.run("/root/edgeguard/deploy/install.sh", "--uninstall", "--purge")
+    assert r.stderr == "" and "nothing left to purge" in r.stdout, r
+    assert "removed" not in r.stdout and "stopped" not in r.stdout, r.stdout

@@ -238,6 +238,7 @@
       const n = function (k) { return c[k] === undefined ? "–" : String(c[k]); };
       dd(counts, "Processed", n("processed"));
       dd(counts, "Faces redacted", n("faces"));
+      dd(counts, "Weak regions redacted", n("weak"));
       dd(counts, "Failed", n("failed"));
       dd(counts, "Queued", n("queued"));
       dd(counts, "In progress", n("in_flight"));

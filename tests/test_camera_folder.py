@@ -1,0 +1,55 @@
+"""A `file:` folder of images of different sizes: each picture stands alone (issue 13).
+
+Before: the video squashed every image to the first one's size, and the tracker carried a
+face's region from one image onto the next.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from helpers.camera import background, read_video
+from helpers.daemon import PATIENCE
+
+from edgeguard import config
+from edgeguard.camera.loop import CameraService
+from edgeguard.camera.video import letterbox
+from edgeguard.pipeline import Pipeline
+
+
+def test_letterbox_keeps_the_proportions() -> None:
+    img = np.full((500, 375, 3), 200, np.uint8)  # a portrait photo
+    out = letterbox(img, (1280, 720))
+    assert out.shape == (720, 1280, 3)
+    cols = np.flatnonzero(out[360].max(axis=1) > 0)
+    assert abs((cols[-1] - cols[0] + 1) - round(375 * 720 / 500)) <= 1  # 540 wide, not 1280
+    assert out[:, :300].max() == 0 and out[:, -300:].max() == 0
+
+
+def test_regions_do_not_carry_from_one_image_to_the_next(tmp_path: Path,
+                                                         astronaut_rgb: np.ndarray) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    # 1: the astronaut (a face at the top left); 2: a wall, another size, no face
+    cv2.imwrite(str(folder / "1.png"), cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR))
+    wall = background(640, 480, seed=3)
+    cv2.imwrite(str(folder / "2.png"), cv2.cvtColor(wall, cv2.COLOR_RGB2BGR))
+    cfg = config.from_dict({"camera": {"source": f"file:{folder}", "fps": 2.0,
+                                       "video": True, "video_format": "mkv",
+                                       "max_frame_age_s": 60.0}})
+    (tmp_path / "out").mkdir()
+    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", paced=False)
+    svc.start()
+    svc.join(60 * PATIENCE)
+    svc.stop()
+    assert svc.status()["failed"] == 0
+    frames = read_video(next((tmp_path / "out").glob("cam-*.mkv")))
+    assert len(frames) == 2
+    assert frames[0].shape == (512, 512, 3)  # the video takes the first picture's size
+    expected = cv2.cvtColor(letterbox(cv2.cvtColor(wall, cv2.COLOR_RGB2BGR), (512, 512)),
+                            cv2.COLOR_BGR2RGB)
+    diff = np.abs(frames[1].astype(int) - expected.astype(int)).max(axis=2)
+    # nothing of the astronaut's face region redacted on the wall (JPEG noise only)
+    assert np.percentile(diff, 99.9) < 40, np.percentile(diff, 99.9)
