@@ -169,10 +169,11 @@ def test_every_way_of_dropping_a_file_is_taken_once(
                                  str(cfg)], cwd=REPO, capture_output=True, text=True,
                                 check=False)
         assert status.returncode == 0, status.stdout + status.stderr
-        faces = sum(json.loads((work / "outbox" / f"{n}.json").read_text())["faces"]
-                    for n in names)
+        sidecars = [json.loads((work / "outbox" / f"{n}.json").read_text()) for n in names]
+        faces = sum(s["faces"] for s in sidecars)
+        weak = sum(s["weak"] for s in sidecars)
         assert "running" in status.stdout
-        assert f"processed 7, failed 0, faces {faces}," in status.stdout
+        assert f"processed 7, failed 0, faces {faces} (+{weak} weak regions)," in status.stdout
         assert d.stop() == 0
         d.notify.wait("STOPPING=1")
     assert _state(work)["state"] == "stopped"
@@ -549,7 +550,7 @@ def test_check_creates_nothing_and_takes_the_camera_flag(work: Path, tmp_path: P
     assert not (work / "new").exists() and not (tmp_path / "out").exists()
     assert list(cwd.iterdir()) == []
     bad = check("--camera", "webcam-please")
-    assert bad.returncode == 1 and bad.stdout.startswith("FAIL config: camera.source"), bad.stdout
+    assert bad.returncode == 1 and bad.stdout.startswith("FAIL config: command line: camera.source"), bad.stdout
     assert "Traceback" not in bad.stderr
     # --config-only (the unit's ExecReload): the config alone, nothing else looked at.
     only = check("--config-only")

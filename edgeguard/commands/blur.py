@@ -38,9 +38,9 @@ that only shares its name. --skip-existing instead skips an input whose output n
 (OUTDIR/relative path, with the output format's suffix) already exists: re-running over
 the same folders then redacts only what is new.
 
-The summary counts the faces redacted; "weak" ones scored under the model's own
-confident threshold (0.6 for BlazeFace full-range) and were redacted anyway, privacy
-first: masked or turned faces, or stray patches. -v gives the counts per file.
+The summary counts the faces (a model is confident of them, score >= 0.5) and, apart,
+the weak regions, redacted anyway, privacy first: masked or turned faces, or stray
+patches. A face both models found counts once. -v gives the counts per file.
 
 Exit status: 0 every input redacted (or skipped), 1 some input failed or does not exist,
 2 a bad command line or config file, 3 nothing to redact (only empty folders).

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Self
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -356,45 +357,37 @@ class _StopNoiseFilter(logging.Filter):
         return "called when the thread is inactive" not in str(record.msg)
 
 
-class InboxWatcher:
-    """inotify on the inbox tree (watchdog's InotifyObserver). A context manager.
+class FolderWatch:
+    """An inotify watch on a folder tree (watchdog's InotifyObserver) that knows when it
+    is lost. A context manager; ``handler`` gets the events of the ``events`` types."""
 
-    ``ready(path)`` is called from the observer thread for every path that can be taken
-    now; it must not block (the daemon's queue drops the hint when full, the file stays
-    in the inbox and a rescan finds it).
-    """
-
-    def __init__(self, root: Path, *, ready: Callable[[Path], None], settler: Settler) -> None:
-        self.root = root
-        self._handler = _Handler(root, ready, settler)
+    def __init__(self, folder: Path, handler: object, events: list[type]) -> None:
+        self._folder = folder
+        self._watch_handler = handler
+        self._events = events
         self._observer: object | None = None
         self._identity: tuple[int, int] = (0, 0)
 
     def start(self) -> None:
         observer = InotifyObserver(generate_full_events=True)
-        observer.schedule(
-            self._handler,  # type: ignore[arg-type]
-            str(self.root),
-            recursive=True,
-            event_filter=[FileClosedEvent, FileMovedEvent, FileCreatedEvent, FileOpenedEvent,
-                          FileClosedNoWriteEvent, DirCreatedEvent, DirMovedEvent],
-        )
+        observer.schedule(self._watch_handler, str(self._folder),  # type: ignore[arg-type]
+                          recursive=True, event_filter=self._events)
         observer.daemon = True
-        st = os.stat(self.root)
+        st = os.stat(self._folder)
         self._identity = (st.st_dev, st.st_ino)
         observer.start()
         self._observer = observer
 
     def alive(self) -> bool:
-        """False once the watch is gone: the observer or its emitter stopped (the inbox
-        was deleted), or the inbox path now names another folder (it was replaced)."""
+        """False once the watch is gone: the observer or its emitter stopped (the folder
+        was deleted), or the folder's path now names another folder (it was replaced)."""
         observer = self._observer
         if observer is None or not observer.is_alive():  # type: ignore[attr-defined]
             return False
         if not all(e.is_alive() for e in observer.emitters):  # type: ignore[attr-defined]
             return False
         try:
-            st = os.stat(self.root)
+            st = os.stat(self._folder)
         except OSError:
             return False
         return (st.st_dev, st.st_ino) == self._identity
@@ -411,9 +404,24 @@ class InboxWatcher:
             finally:
                 emitter_log.removeFilter(quiet)
 
-    def __enter__(self) -> InboxWatcher:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class InboxWatcher(FolderWatch):
+    """inotify on the inbox tree. A context manager.
+
+    ``ready(path)`` is called from the observer thread for every path that can be taken
+    now; it must not block (the daemon's queue drops the hint when full, the file stays
+    in the inbox and a rescan finds it).
+    """
+
+    def __init__(self, root: Path, *, ready: Callable[[Path], None], settler: Settler) -> None:
+        self.root = root
+        super().__init__(root, _Handler(root, ready, settler),
+                         [FileClosedEvent, FileMovedEvent, FileCreatedEvent, FileOpenedEvent,
+                          FileClosedNoWriteEvent, DirCreatedEvent, DirMovedEvent])

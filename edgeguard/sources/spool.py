@@ -47,11 +47,10 @@ from watchdog.events import (
     FileCreatedEvent,
     FileMovedEvent,
 )
-from watchdog.observers.inotify import InotifyObserver
 
 from edgeguard.sinks.fileops import rename_noreplace
 from edgeguard.sources import acl
-from edgeguard.sources.inbox import _StopNoiseFilter, is_ignored, is_ignored_name, is_young
+from edgeguard.sources.inbox import FolderWatch, is_ignored, is_ignored_name, is_young
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def spool_for(inbox: Path) -> Path:
     return inbox.with_name(inbox.name + ".spool")
 
 
-class Claimer:
+class Claimer(FolderWatch):
     """Moves arrivals from the inbox into the spool; removes emptied folders.
 
     Thread-safe: the watcher thread calls :meth:`claim`, the daemon's supervisor
@@ -97,8 +96,8 @@ class Claimer:
         # Arrivals whose name is still taken in the spool: claimed once it is free.
         self._waiting: set[Path] = set()
         self._warned: set[Path] = set()
-        self._observer: object | None = None
-        self._identity: tuple[int, int] = (0, 0)
+        super().__init__(inbox, self, [FileCreatedEvent, FileClosedEvent, FileMovedEvent,
+                                       DirCreatedEvent, DirMovedEvent])
         self.claimed = 0
 
     # -- claiming -----------------------------------------------------------------------------
@@ -343,49 +342,6 @@ class Claimer:
         if raw:
             self.claim(Path(os.fsdecode(raw)))
 
-    def start(self) -> None:
-        observer = InotifyObserver(generate_full_events=True)
-        observer.schedule(self, str(self.inbox), recursive=True,  # type: ignore[arg-type]
-                          event_filter=[FileCreatedEvent, FileClosedEvent, FileMovedEvent,
-                                        DirCreatedEvent, DirMovedEvent])
-        observer.daemon = True
-        st = os.stat(self.inbox)
-        self._identity = (st.st_dev, st.st_ino)
-        observer.start()
-        self._observer = observer
-
-    def alive(self) -> bool:
-        """False once the watch on the inbox is gone (see :meth:`InboxWatcher.alive`): the
-        daemon then exits and systemd restarts it."""
-        observer = self._observer
-        if observer is None or not observer.is_alive():  # type: ignore[attr-defined]
-            return False
-        if not all(e.is_alive() for e in observer.emitters):  # type: ignore[attr-defined]
-            return False
-        try:
-            st = os.stat(self.inbox)
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self._identity
-
-    def close(self) -> None:
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            quiet = _StopNoiseFilter()
-            emitter_log = logging.getLogger("watchdog.observers.inotify")
-            emitter_log.addFilter(quiet)
-            try:
-                observer.stop()  # type: ignore[attr-defined]
-                observer.join(timeout=5)  # type: ignore[attr-defined]
-            finally:
-                emitter_log.removeFilter(quiet)
-
-    def __enter__(self) -> Claimer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _names(folder: Path) -> list[str]:

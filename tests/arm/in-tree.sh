@@ -28,7 +28,7 @@ CONFIG=/etc/edgeguard/edgeguard.toml
 # float maths in software: one 512x512 photo through the detector takes 15-40 s), so the
 # default is a selection that still crosses every path once on the real aarch64 wheels:
 #  - whole files that are cheap here: the runtime adapter on the real models, model fetch and
-#    hash checks, config, planner, decode/encode/metadata on every format, redaction, file
+#    hash checks, CenterFace in OpenCV's DNN against its reference decoding, config, planner, decode/encode/metadata on every format, redaction, file
 #    writes on real tmpfs, sd_notify, the real inotify watcher, the outbox journal, the
 #    daemon's logic;
 #  - from the files that put many photos through the real model, one test per path: the CLI
@@ -42,7 +42,8 @@ CONFIG=/etc/edgeguard/edgeguard.toml
 # (score arithmetic), test_oracle (mediapipe), test_web (a browser), test_camera_picamera2
 # (Debian's python3-libcamera set-up).
 SELECTED=(
-    tests/test_runtime.py tests/test_models.py tests/test_config.py tests/test_planner.py
+    tests/test_runtime.py tests/test_models.py tests/test_centerface.py tests/test_config.py
+    tests/test_planner.py
     tests/test_codec.py tests/test_redact.py tests/test_fsutil.py tests/test_daemon_service.py
     tests/test_inbox.py tests/test_outbox.py tests/test_daemon.py
     tests/test_cli.py::test_blur_strips_every_metadata_block_and_redacts
@@ -65,7 +66,8 @@ TFLITE_SELECTED=(
 # EDGEGUARD_ARM_FULL=1: every model, pipeline, camera-loop and daemon test file. Hours here,
 # and the daemon system tests' waits are sized for native speed, so several time out.
 FULL=(
-    tests/test_runtime.py tests/test_models.py tests/test_config.py tests/test_planner.py
+    tests/test_runtime.py tests/test_models.py tests/test_centerface.py tests/test_config.py
+    tests/test_planner.py
     tests/test_codec.py tests/test_redact.py tests/test_fsutil.py tests/test_daemon_service.py
     tests/test_inbox.py tests/test_outbox.py tests/test_daemon.py tests/test_cli.py
     tests/test_detector.py tests/test_daemon_system.py tests/test_faults.py
