@@ -550,7 +550,8 @@ def test_check_creates_nothing_and_takes_the_camera_flag(work: Path, tmp_path: P
     assert not (work / "new").exists() and not (tmp_path / "out").exists()
     assert list(cwd.iterdir()) == []
     bad = check("--camera", "webcam-please")
-    assert bad.returncode == 1 and bad.stdout.startswith("FAIL config: command line: camera.source"), bad.stdout
+    assert bad.returncode == 1, bad.stdout
+    assert bad.stdout.startswith("FAIL config: command line: camera.source"), bad.stdout
     assert "Traceback" not in bad.stderr
     # --config-only (the unit's ExecReload): the config alone, nothing else looked at.
     only = check("--config-only")
