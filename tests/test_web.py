@@ -935,6 +935,8 @@ def test_status_panel_reports_the_daemons_state_file(site: webapp.Settings) -> N
             "last_error": "odd.bmp: truncated or corrupt BMP", "last_error_at": time.time(),
             "camera": {"state": "running", "camera": "picamera2:0", "fps": 14.8,
                        "frames": 1000, "secret": "not passed on"},
+            "videos": [{"name": "clip.mp4", "frames_done": 120, "frames_total": 450,
+                        "fps": 8.1, "eta_s": 40.7, "path": "/run/edgeguard/inbox.spool/x"}],
             "inbox": "/run/edgeguard/inbox", "config": "/etc/edgeguard/edgeguard.toml"}
     (site.runtime / STATE_FILE).write_text(json.dumps(snap))
 
@@ -950,6 +952,9 @@ def test_status_panel_reports_the_daemons_state_file(site: webapp.Settings) -> N
         assert d["last_error"] == "odd.bmp: truncated or corrupt BMP"
         assert d["camera"] == {"state": "running", "camera": "picamera2:0", "fps": 14.8,
                                "frames": 1000}
+        # a video in progress: its frames done of total, fps and ETA (nothing else)
+        assert d["videos"] == [{"name": "clip.mp4", "frames_done": 120, "frames_total": 450,
+                                "fps": 8.1, "eta_s": 40.7}]
         assert "inbox" not in d and "config" not in d
         assert data["failures"][0]["reason"] == "not an image (unrecognised format)"
         (site.runtime / STATE_FILE).write_text(json.dumps(snap | {"state": "stopped"}))

@@ -18,6 +18,7 @@ from edgeguard.state import STATE_FILE
 MAX_STATE_BYTES = 1 << 20
 _COUNTS = ("processed", "failed", "refused", "faces", "weak", "retries", "queued", "in_flight",
            "backlog")
+_VIDEO = ("name", "frames_done", "frames_total", "fps", "eta_s")
 _CAMERA = ("state", "camera", "source", "fps", "detect_ms", "detect_ms_p95", "frames",
            "failed", "blanked", "dropped", "missed", "stills", "video_segments", "last_error")
 
@@ -54,7 +55,7 @@ def panel(snap: dict[str, Any] | None) -> dict[str, Any]:
     """The fields the page shows; ``running`` is False when there is no live daemon."""
     if snap is None:
         return {"running": False, "state": "not running", "counts": {}, "latency_ms": {},
-                "last_error": None, "last_error_at": None, "camera": None}
+                "last_error": None, "last_error_at": None, "camera": None, "videos": []}
     pid = snap.get("pid")
     running = (snap.get("state") != "stopped" and isinstance(pid, int) and _alive(pid))
     raw_lat, raw_cam = snap.get("latency_ms"), snap.get("camera")
@@ -73,4 +74,16 @@ def panel(snap: dict[str, Any] | None) -> dict[str, Any]:
         else None,
         "last_error_at": snap.get("last_error_at"),
         "camera": {k: cam[k] for k in _CAMERA if k in cam} if cam else None,
+        "videos": _videos(snap.get("videos")),
     }
+
+
+def _videos(raw: object) -> list[dict[str, Any]]:
+    """The videos in progress (name, frames done of total, fps, ETA), fields checked."""
+    out: list[dict[str, Any]] = []
+    for v in raw if isinstance(raw, list) else ():
+        if not isinstance(v, dict):
+            continue
+        out.append({k: v.get(k) for k in _VIDEO
+                    if isinstance(v.get(k), (int, float, str)) and not isinstance(v.get(k), bool)})
+    return out

@@ -246,6 +246,14 @@
       dd(counts, "Latency p50", ms(lat.p50));
       dd(counts, "Latency p95", ms(lat.p95));
       if (d.outbox_blocked) dd(counts, "Outbox", "not writable, retrying");
+      (d.videos || []).forEach(function (v) {
+        const frames = v.frames_total ? v.frames_done + " of " + v.frames_total
+          : String(v.frames_done || 0);
+        const eta = v.eta_s === undefined || v.eta_s === null ? ""
+          : ", about " + Math.round(v.eta_s) + " s left";
+        dd(counts, "Video in progress", (v.name || "video") + ": " + frames + " frames, " +
+           (v.fps || 0).toFixed(1) + " fps" + eta);
+      });
       const cam = d.camera;
       const camText = !cam || cam.state === "off" || !cam.state ? "off"
         : (cam.camera || cam.source || "camera") + ": " + cam.state +
