@@ -24,6 +24,11 @@ SIZES = [(4000, 3000), (3000, 4000), (1920, 1080), (1080, 1920), (1280, 720), (6
          (500, 375), (300, 400), (192, 192), (100, 60), (5000, 800), (64, 2000)]
 
 
+# The profiles that run BlazeFace's multi-scale plan (balanced runs its whole-frame view
+# beside CenterFace: test_balanced_plans_the_whole_frame_view_only).
+TILED = tuple(p for p in config.PROFILES if p != "balanced")
+
+
 def _params(profile: str) -> PlanParams:
     return detect_params(config.override(config.Config(), "detect", profile=profile)).plan
 
@@ -38,7 +43,7 @@ def _starts_cover(starts: list[int], length: int, tile: int, face: int) -> bool:
                for x in range(0, max(1, length - face + 1)))
 
 
-@pytest.mark.parametrize("profile", config.PROFILES)
+@pytest.mark.parametrize("profile", TILED)
 @pytest.mark.parametrize(("width", "height"), SIZES)
 def test_every_face_size_has_a_level_where_the_model_sees_it_well(
         profile: str, width: int, height: int) -> None:
@@ -59,7 +64,7 @@ def test_every_face_size_has_a_level_where_the_model_sees_it_well(
                 assert min(p.fine_face_lo, p.face_lo) - 1e-6 <= px <= p.face_hi + 1e-6
 
 
-@pytest.mark.parametrize("profile", config.PROFILES)
+@pytest.mark.parametrize("profile", TILED)
 @pytest.mark.parametrize(("width", "height"), SIZES)
 def test_every_face_position_lies_wholly_inside_a_tile(
         profile: str, width: int, height: int) -> None:
@@ -76,7 +81,7 @@ def test_every_face_position_lies_wholly_inside_a_tile(
         assert xs[-1] + lv.size >= lv.width and ys[-1] + lv.size >= lv.height
 
 
-@pytest.mark.parametrize("profile", config.PROFILES)
+@pytest.mark.parametrize("profile", TILED)
 def test_views_stay_within_the_budget(profile: str) -> None:
     p = _params(profile)
     for width, height in SIZES:
@@ -90,7 +95,7 @@ def test_views_stay_within_the_budget(profile: str) -> None:
 
 
 def test_budget_trades_small_faces_for_views_and_no_budget_keeps_min_face() -> None:
-    p = _params("balanced")
+    p = _params("thorough")
     unbounded = dataclasses.replace(p, max_views=0.0, views_per_mp=0.0)
     lv_unb = plan(4000, 3000, unbounded)
     lv_bud = plan(4000, 3000, p)
@@ -103,14 +108,20 @@ def test_budget_trades_small_faces_for_views_and_no_budget_keeps_min_face() -> N
 
 
 def test_whole_frame_only_when_min_face_is_huge() -> None:
-    p = dataclasses.replace(_params("balanced"), min_face=1e9)
+    p = dataclasses.replace(_params("thorough"), min_face=1e9)
     levels = plan(4000, 3000, p)
     assert len(levels) == 1 and levels[0].tiles == ((0, (192 - 144) // 2 * -1),)
 
 
+def test_balanced_plans_the_whole_frame_view_only() -> None:
+    for width, height in SIZES:
+        levels = plan(width, height, _params("balanced"))
+        assert len(levels) == 1 and len(levels[0].tiles) == 1
+
+
 def test_bad_frame_is_an_error() -> None:
     with pytest.raises(ValueError):
-        plan(0, 10, _params("balanced"))
+        plan(0, 10, _params("thorough"))
 
 
 def _face(x: float, y: float, side: float) -> np.ndarray:
