@@ -62,6 +62,18 @@ class Paths:
 BYTES_PER_PIXEL = 8
 # The idle daemon (interpreter, OpenCV, Pillow, models: 77 MB measured) and headroom.
 BASE_BYTES = 160 * 2**20
+# The second model's working set, once per process (its inference is serialised): the
+# network's activations for one 0.3 MP tile (about 240 bytes per input pixel: 77 MB
+# measured) and the frame scaled for it.
+SECOND_MODEL_BYTES = 96 * 2**20
+
+
+def fixed_bytes(cfg: Config) -> int:
+    """What the daemon needs whatever the images: BASE_BYTES, and the second model's
+    working set when the config runs one."""
+    from edgeguard.pipeline import second_model_name
+
+    return BASE_BYTES + (SECOND_MODEL_BYTES if second_model_name(cfg) else 0)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -117,14 +129,15 @@ def fit_to_memory(cfg: Config, limit: int | None = None) -> Config:
     if limit is None:
         return cfg
     workers = cfg.daemon.workers
-    allowed = max(1_000_000, (limit - BASE_BYTES) // (BYTES_PER_PIXEL * workers))
+    fixed = fixed_bytes(cfg)
+    allowed = max(1_000_000, (limit - fixed) // (BYTES_PER_PIXEL * workers))
     if cfg.input.max_pixels <= allowed:
         return cfg
     logger.warning("input.max_pixels = %d: %d image(s) that large at once need about %d MB, "
                    "more than the %d MB this service may use; images above %.1f MP are "
                    "refused (lower input.max_pixels or daemon.workers to choose)",
                    cfg.input.max_pixels, workers,
-                   (BASE_BYTES + cfg.input.max_pixels * BYTES_PER_PIXEL * workers) >> 20,
+                   (fixed + cfg.input.max_pixels * BYTES_PER_PIXEL * workers) >> 20,
                    limit >> 20, allowed / 1e6)
     return config.override(cfg, "input", max_pixels=int(allowed))
 

@@ -591,17 +591,27 @@ def test_memory_limit_reads_meminfo_and_every_cgroup_level(tmp_path: Path) -> No
 
 def test_max_pixels_is_lowered_to_what_the_workers_fit_in_memory(
         caplog: pytest.LogCaptureFixture) -> None:
-    from edgeguard.startup import BASE_BYTES, BYTES_PER_PIXEL, fit_to_memory
+    from edgeguard.startup import (
+        BASE_BYTES,
+        BYTES_PER_PIXEL,
+        SECOND_MODEL_BYTES,
+        fit_to_memory,
+    )
 
-    cfg = config.from_dict({})  # 64 MP, 2 workers
+    cfg = config.from_dict({"detect": {"profile": "fast"}})  # BlazeFace alone; 64 MP, 2 workers
     assert fit_to_memory(cfg, limit=8 * 2**30) == cfg  # a Pi 4 with 8 GB: as configured
     zero2w = 333 * 2**20  # a Pi Zero 2 W: 416 MB, MemoryMax=80%
     fitted = fit_to_memory(cfg, limit=zero2w)
     mp = fitted.input.max_pixels
     assert BASE_BYTES + 2 * mp * BYTES_PER_PIXEL <= zero2w < BASE_BYTES + 2 * (mp + 1) * 8
     assert "images above 11.3 MP are refused" in caplog.text
-    one = config.from_dict({"daemon": {"workers": 1}})
+    one = config.from_dict({"detect": {"profile": "fast"}, "daemon": {"workers": 1}})
     assert fit_to_memory(one, limit=zero2w).input.max_pixels == 2 * mp
+    # The default profile runs CenterFace too: its working set comes first.
+    both = fit_to_memory(config.from_dict({}), limit=zero2w).input.max_pixels
+    fixed = BASE_BYTES + SECOND_MODEL_BYTES
+    assert fixed + 2 * both * BYTES_PER_PIXEL <= zero2w < fixed + 2 * (both + 1) * 8
+    assert "images above 5.0 MP are refused" in caplog.text
 
 
 def _memory_cgroup(limit: int) -> Path:

@@ -55,7 +55,7 @@ from edgeguard.sinks.failed import REASON_SUFFIX, FailedSink
 from edgeguard.sinks.fileops import NAME_MAX, fit_name
 from edgeguard.sinks.outbox import OUTPUT_NAME_MAX, candidate, output_rel
 from edgeguard.sources.spool import spool_for
-from edgeguard.startup import BYTES_PER_PIXEL
+from edgeguard.startup import BYTES_PER_PIXEL, SECOND_MODEL_BYTES
 
 MAX_PIXELS = 16_000_000  # the corpus's config; its bombs are built around it
 # The face (inner box) in an output differs from the raw one by at least this much
@@ -394,9 +394,10 @@ def test_nothing_raw_or_partial_reaches_the_outbox(run: Run) -> None:
 def test_memory_stays_bounded(run: Run) -> None:
     # The worst input is the bomb at the limit: 16 MP, 48 MB of RGB once decoded. Two
     # workers at the limit at once stay within what `edgeguard run` budgets per image
-    # when it fits max_pixels to the device's memory (startup.fit_to_memory).
+    # when it fits max_pixels to the device's memory (startup.fit_to_memory), beside the
+    # second model's working set, which its first image allocates (once per process).
     grown = (run.rss_peak_kb - run.rss_baseline_kb) * 1024
-    budget = 2 * MAX_PIXELS * BYTES_PER_PIXEL
+    budget = 2 * MAX_PIXELS * BYTES_PER_PIXEL + SECOND_MODEL_BYTES
     assert grown < budget, f"RSS grew by {grown >> 20} MB, budget {budget >> 20} MB"
     assert run.outputs[b"bomb-at-the-limit.png"]  # and it was allowed, not refused
 
