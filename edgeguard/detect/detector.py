@@ -102,6 +102,17 @@ def _detection(box: np.ndarray, score: float, keypoints: np.ndarray, weak: bool)
         weak=bool(weak))
 
 
+def _checked(rgb: np.ndarray) -> tuple[int, int]:
+    """(height, width) of an RGB uint8 frame; ValueError for anything else or an empty one."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
+            or rgb.dtype != np.uint8:
+        raise ValueError("expected an RGB uint8 array of shape (H, W, 3)")
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0:
+        raise ValueError("empty image")
+    return h, w
+
+
 def _calibrated(box: np.ndarray, factor: float, shift: float) -> np.ndarray:
     """``box`` scaled by ``factor`` about its centre and moved down by ``shift`` times its
     height: a model's box mapped onto the face as annotators draw it (measured, README)."""
@@ -112,7 +123,8 @@ def _calibrated(box: np.ndarray, factor: float, shift: float) -> np.ndarray:
 
 
 class FaceDetector:
-    """Multi-scale BlazeFace over cached interpreters (one per model, created elsewhere once)."""
+    """Multi-scale BlazeFace over cached interpreters, and the second model beside it when
+    the parameters name one (every model's interpreter or network created once, elsewhere)."""
 
     def __init__(self, runners: Mapping[str, Runner], anchors: Mapping[str, np.ndarray],
                  sizes: Mapping[str, int], params: DetectParams,
@@ -136,37 +148,17 @@ class FaceDetector:
         return stats
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
-                or rgb.dtype != np.uint8:
-            raise ValueError("expected an RGB uint8 array of shape (H, W, 3)")
-        h, w = rgb.shape[:2]
-        if h == 0 or w == 0:
-            raise ValueError("empty image")
+        h, w = _checked(rgb)
         stats = DetectStats()
         t0 = time.perf_counter()
         levels = plan(w, h, self.params.plan)
         stats.levels = len(levels)
         images = _pyramid(rgb, levels)
         t1 = time.perf_counter()
-        all_boxes: list[np.ndarray] = []
-        all_scores: list[np.ndarray] = []
-        for level, image in zip(levels, images, strict=True):
-            level_boxes, level_scores = self._run_level(level, image, stats)
-            all_boxes.extend(level_boxes)
-            all_scores.extend(level_scores)
+        p = self.params
+        found = self._merged(self._run_levels(levels, images, stats), p.min_score, p.low_score)
         del images
         t2 = time.perf_counter()
-        p = self.params
-        if all_boxes:
-            boxes, scores = merge(np.concatenate(all_boxes), np.concatenate(all_scores),
-                                  p.nms_iou, min_score=p.min_score, low_score=p.low_score,
-                                  min_support=p.min_support)
-        else:
-            boxes = np.zeros((0, bf.NUM_COORDS), np.float32)
-            scores = np.zeros((0,), np.float32)
-        found = [_detection(b[:4], s, b[4:], s < p.face_score)
-                 for b, s in zip(boxes, scores, strict=True)]
-        t3 = time.perf_counter()
         if self._second is not None and p.second is not None:
             sp = p.second
             stats.second_scale = sp.scale_for(w, h)
@@ -176,40 +168,48 @@ class FaceDetector:
             found += [_detection(_calibrated(b[:4], sp.box_scale, sp.box_shift), s, b[4:],
                                  s < p.face_score)
                       for b, s in zip(cboxes, cscores, strict=True)]
-        t4 = time.perf_counter()
-        stats.ms = {"resize": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                    "second": (t4 - t3) * 1e3, "merge": (t3 - t2) * 1e3}
+        t3 = time.perf_counter()
+        stats.ms = {"resize": (t1 - t0) * 1e3, "infer_merge": (t2 - t1) * 1e3,
+                    "second": (t3 - t2) * 1e3}
         self._local.stats = stats
         return found
 
     def detect_levels(self, rgb: np.ndarray, levels: Sequence[Level]) -> list[Detection]:
         """Faces in ``rgb`` from the given levels only (each may list a subset of its
         tiles), merged as :meth:`detect` merges but at ``solo_min_score``: BlazeFace
-        searches alone here, without the second model. The camera spreads one frame's plan over
-        several frames with it (a sweep) and searches main-resolution crops; ``levels``
-        come from :func:`~edgeguard.detect.planner.plan` for this frame's size."""
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
-                or rgb.dtype != np.uint8:
-            raise ValueError("expected an RGB uint8 array of shape (H, W, 3)")
-        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-            raise ValueError("empty image")
+        searches alone here, without the second model. The camera spreads one frame's plan
+        over several frames with it (a sweep) and searches main-resolution crops;
+        ``levels`` come from :func:`~edgeguard.detect.planner.plan` for this frame's size."""
+        _checked(rgb)
         stats = DetectStats(levels=len(levels))
+        raw = self._run_levels(levels, _pyramid(rgb, levels), stats)
+        self._local.stats = stats
+        p = self.params
+        solo = p.solo_min_score or p.min_score
+        return self._merged(raw, solo, min(solo, p.low_score))
+
+    def _run_levels(self, levels: Sequence[Level], images: Sequence[np.ndarray],
+                    stats: DetectStats) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Every view's candidates (boxes, scores) in source pixels, before merging."""
         all_boxes: list[np.ndarray] = []
         all_scores: list[np.ndarray] = []
-        for level, image in zip(levels, _pyramid(rgb, levels), strict=True):
+        for level, image in zip(levels, images, strict=True):
             level_boxes, level_scores = self._run_level(level, image, stats)
             all_boxes.extend(level_boxes)
             all_scores.extend(level_scores)
-        self._local.stats = stats
-        if not all_boxes:
+        return all_boxes, all_scores
+
+    def _merged(self, raw: tuple[list[np.ndarray], list[np.ndarray]], min_score: float,
+                low_score: float) -> list[Detection]:
+        """The views' candidates merged into faces (see planner.merge) at ``min_score``."""
+        boxes, scores = raw
+        if not boxes:
             return []
         p = self.params
-        solo = p.solo_min_score or p.min_score
-        boxes, scores = merge(np.concatenate(all_boxes), np.concatenate(all_scores),
-                              p.nms_iou, min_score=solo, low_score=min(solo, p.low_score),
-                              min_support=p.min_support)
+        kb, ks = merge(np.concatenate(boxes), np.concatenate(scores), p.nms_iou,
+                       min_score=min_score, low_score=low_score, min_support=p.min_support)
         return [_detection(b[:4], s, b[4:], s < p.face_score)
-                for b, s in zip(boxes, scores, strict=True)]
+                for b, s in zip(kb, ks, strict=True)]
 
     def _run_level(self, level: Level, image: np.ndarray,
                    stats: DetectStats) -> tuple[list[np.ndarray], list[np.ndarray]]:
