@@ -28,9 +28,9 @@ CONFIG=/etc/edgeguard/edgeguard.toml
 # float maths in software: one 512x512 photo through the detector takes 15-40 s), so the
 # default is a selection that still crosses every path once on the real aarch64 wheels:
 #  - whole files that are cheap here: the runtime adapter on the real models, model fetch and
-#    hash checks, CenterFace in OpenCV's DNN against its reference decoding, config, planner, decode/encode/metadata on every format, redaction, file
-#    writes on real tmpfs, sd_notify, the real inotify watcher, the outbox journal, the
-#    daemon's logic;
+#    hash checks, CenterFace in OpenCV's DNN against its reference decoding, config,
+#    planner, decode/encode/metadata on every format, redaction, file writes on real tmpfs,
+#    sd_notify, the real inotify watcher, the outbox journal, the daemon's logic;
 #  - from the files that put many photos through the real model, one test per path: the CLI
 #    end to end (blur, every metadata block stripped), the detector on the astronaut, on flat
 #    frames and on bad input; the real `edgeguard run` process on tmpfs (bad files end in
@@ -158,8 +158,12 @@ service_smoke() {
     systemd-tmpfiles --create /etc/tmpfiles.d/edgeguard.conf
     install -d -o edgeguard -g edgeguard -m 0750 /var/lib/edgeguard  # the unit's StateDirectory=
     # setpriv execs (runuser would stay the parent and answer SIGTERM itself); --init-groups:
-    # video and edgeguard-drop, as the unit's SupplementaryGroups=.
-    local as_service=(setpriv --reuid=edgeguard --regid=edgeguard --init-groups --)
+    # the user's groups, as the unit's SupplementaryGroups=; the capabilities are the unit's
+    # CapabilityBoundingSet= and AmbientCapabilities= (CAP_FOWNER, CAP_LEASE: the service
+    # claims a dropper's file into its spool and reads it through an ACL entry of its own).
+    local caps=+fowner,+lease
+    local as_service=(setpriv --reuid=edgeguard --regid=edgeguard --init-groups
+                      "--bounding-set=-all,$caps" "--inh-caps=$caps" "--ambient-caps=$caps" --)
     "${as_service[@]}" "$VENV/bin/edgeguard" check --config "$CONFIG"
     "${as_service[@]}" "$VENV/bin/edgeguard" run --config "$CONFIG" >/tmp/service.log 2>&1 &
     pid=$!
