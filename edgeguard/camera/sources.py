@@ -1,20 +1,7 @@
-"""Camera sources behind one interface: picamera2, V4L2 (OpenCV), a file played as a camera.
-
-Every source delivers :class:`Frame` objects: a full-resolution ``main`` image and a
-reduced-resolution ``lores`` image of the same instant, both RGB ``uint8``, owned by the
-frame (writable; the camera's buffers are already given back). A source is a context
-manager: :meth:`Source.open` once, :meth:`Source.read` per frame, :meth:`Source.close`
-(idempotent) at the end.
-
-picamera2, cv2's V4L2 backend and the libcamera bindings are imported inside their adapter
-only, when it opens: importing picamera2 changes the process environment
-(LIBCAMERA_RPI_CONFIG_FILE) and starts libcamera's logging, which a machine without a
-camera must not pay for.
-
-Colour order, as the picamera2 manual's format table states: picamera2/libcamera
-``"BGR888"`` is stored R, G, B in memory (an RGB numpy array) and ``"RGB888"`` is B, G, R.
-The main stream asks for ``"BGR888"`` so frames arrive in the RGB order the detector,
-redactor and encoder use, with no per-frame conversion.
+"""Chooses the camera source for a spec (picamera2, V4L2 through OpenCV, a file played as a
+camera) and re-exports the sources' interface. The interface, frames and colour order are
+described in :mod:`edgeguard.sources.camera.base`; the adapters are one module each under
+``edgeguard/sources/camera/``.
 """
 
 from __future__ import annotations
