@@ -54,7 +54,7 @@ from edgeguard.pipeline import Redacted
 from edgeguard.sinks.attempts import Attempts
 from edgeguard.sinks.failed import FailedSink
 from edgeguard.sinks.journal import Identity, Journal
-from edgeguard.sinks.outbox import Checkpoint, Outbox, no_checkpoint, output_rel
+from edgeguard.sinks.outbox import Checkpoint, Delivery, Outbox, no_checkpoint, output_rel
 from edgeguard.sinks.sidecar import sidecar_text
 from edgeguard.sources import inbox, spool
 from edgeguard.startup import Paths
@@ -461,6 +461,17 @@ class Daemon:
                                            data=result.data, sidecar=sidecar)
         except OutputError as exc:
             return self._blocked(path, str(exc))
+        self._completed(path, identity, delivery)
+        latency = self._clock() - seen
+        found = tally(result.detections)
+        self.stats.done(faces=found.faces, weak=found.weak, latency_s=latency)
+        logger.info("redacted %s: %s in %.0f ms -> %s", self._name(path), found.text(),
+                    latency * 1000.0, self._out_name(delivery.final))
+        return Outcome.DONE
+
+    def _completed(self, path: Path, identity: Identity, delivery: Delivery) -> None:
+        """After a delivery: the outbox works again; the input leaves the spool (a failure
+        to remove it is remembered, so it is not redone)."""
         if self.backoff.success():
             logger.warning("outbox writable again; resuming")
             self._wake.set()
@@ -470,12 +481,6 @@ class Daemon:
             self._delivered.add(identity)
             logger.error("%s was delivered but cannot be removed from the inbox (%s); "
                          "it will not be redone", self._name(path), exc.strerror)
-        latency = self._clock() - seen
-        found = tally(result.detections)
-        self.stats.done(faces=found.faces, weak=found.weak, latency_s=latency)
-        logger.info("redacted %s: %s in %.0f ms -> %s", self._name(path), found.text(),
-                    latency * 1000.0, self._out_name(delivery.final))
-        return Outcome.DONE
 
     def _video(self, path: Path, fd: int, source: Path, identity: Identity, seen: float,
                kind: str) -> Outcome:
@@ -534,14 +539,7 @@ class Daemon:
             return Outcome.DEFERRED
         finally:
             self._videos.pop(path, None)
-        if self.backoff.success():
-            self._wake.set()
-        try:
-            self.outbox.complete(delivery)
-        except OSError as exc:
-            self._delivered.add(identity)
-            logger.error("%s was delivered but cannot be removed from the inbox (%s); "
-                         "it will not be redone", self._name(path), exc.strerror)
+        self._completed(path, identity, delivery)
         assert result is not None
         latency = self._clock() - seen
         self.stats.done(faces=result.faces, latency_s=latency)

@@ -249,22 +249,30 @@ def write_unique(folder: Path, stem: str, suffix: str, data: bytes, *, mode: int
     except OSError as exc:
         raise OutputError(_reason(exc, label)) from exc
     try:
-        for tries, candidate in enumerate(candidate_names(name)):
-            if tries >= max_tries:
-                raise OutputError(f"no free file name in {label} after {max_tries} tries")
-            path = folder / candidate
-            if os.path.lexists(path):
-                continue
-            try:
-                rename_noreplace(tmp, path)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise OutputError(_reason(exc, label)) from exc
-            _fsync_dir(folder)
-            return path
+        return claim_free_name(tmp, folder, name, label=label, max_tries=max_tries)
     finally:
         _remove(tmp)  # gone already on success
+
+
+def claim_free_name(tmp: Path, folder: Path, name: str, *, label: str,
+                    max_tries: int = 10_000) -> Path:
+    """Rename the complete file ``tmp`` to ``name`` in ``folder``, or ``name-N`` when taken,
+    never replacing a file (another writer may claim a name first: the next is tried).
+    Returns the path; raises :class:`OutputError` naming ``label``."""
+    for tries, candidate in enumerate(candidate_names(name)):
+        if tries >= max_tries:
+            raise OutputError(f"no free file name in {label} after {max_tries} tries")
+        path = folder / candidate
+        if os.path.lexists(path):
+            continue
+        try:
+            rename_noreplace(tmp, path)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(_reason(exc, label)) from exc
+        _fsync_dir(folder)
+        return path
     raise AssertionError("unreachable")  # pragma: no cover
 
 

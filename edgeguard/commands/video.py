@@ -4,7 +4,6 @@ place when complete, and a per-frame progress line on a terminal."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import TextIO
 
 from edgeguard import fsutil
 from edgeguard.errors import OutputError
-from edgeguard.sinks.fileops import rename_noreplace
 from edgeguard.video import item
 from edgeguard.video.probe import output_name
 from edgeguard.video.transcode import FrameSearch
@@ -59,16 +57,7 @@ def blur_video(src: Path, rel: Path, kind: str, pipe: FrameSearch, outdir: Path)
     finally:
         bar.close()
     try:
-        for candidate in fsutil.candidate_names(final.name):
-            path = folder / candidate
-            if os.path.lexists(path):
-                continue
-            try:
-                rename_noreplace(tmp, path)
-            except FileExistsError:
-                continue
-            return path
-        raise OutputError(f"no free file name in {folder}")
+        return fsutil.claim_free_name(tmp, folder, final.name, label=str(folder))
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

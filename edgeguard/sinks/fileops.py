@@ -17,7 +17,11 @@ import contextlib
 import ctypes
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -94,18 +98,17 @@ def fit_name(stem: str, tail: str, limit: int) -> str:
     return os.fsdecode(_cut_utf8(raw_stem, room)) + tail
 
 
-def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Create ``path`` (which must not exist), write ``data`` in full and fsync it.
+def fill_new(path: Path, fill: Callable[[BinaryIO], T], *, mode: int = 0o644) -> T:
+    """Create ``path`` (which must not exist), let ``fill`` write it through a file object
+    (readable and seekable, as a muxer needs), fsync it, and return what ``fill`` returned.
 
     On any error the partial file is removed (when the file system still allows it) and
     the error is raised.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        with os.fdopen(fd, "w+b", closefd=False) as fh:
+            result = fill(fh)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -113,6 +116,13 @@ def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.unlink(path)
         raise
     os.close(fd)
+    return result
+
+
+def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Create ``path`` (which must not exist), write ``data`` in full and fsync it
+    (:func:`fill_new`)."""
+    fill_new(path, lambda fh: fh.write(data), mode=mode)
 
 
 def fsync_dir(path: Path) -> None:

@@ -12,7 +12,6 @@ the total, frames per second and the time left.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeguard.sinks.fileops import fill_new
 from edgeguard.video import SNIFF_BYTES, sniff
 from edgeguard.video.transcode import FrameSearch, Progress, VideoResult, redact_video
 
@@ -48,18 +48,8 @@ def write_new_video(src: Path, dst: Path, *, kind: str, search: FrameSearch,
 
     On any error the partial file is removed and the error raised.
     """
-    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "w+b", closefd=False) as fh:
-            result = redact_video(src, fh, kind=kind, search=search, progress=progress)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(dst)
-        raise
-    os.close(fd)
-    return result
+    return fill_new(dst, lambda fh: redact_video(src, fh, kind=kind, search=search,
+                                                 progress=progress), mode=mode)
 
 
 @dataclass
