@@ -29,6 +29,7 @@ from helpers.daemon import (
     Daemon,
     mount_tmpfs,
     remount,
+    require_models,
     running,
     shm_dir,
     skip_or_fail,
@@ -38,8 +39,7 @@ from helpers.daemon import (
 )
 from helpers.images import decode, jpeg
 
-from edgeguard import fsutil, models
-from edgeguard.errors import EdgeGuardError
+from edgeguard import fsutil
 from edgeguard.sources.spool import spool_for
 
 pytestmark = pytest.mark.system
@@ -47,10 +47,7 @@ pytestmark = pytest.mark.system
 
 @pytest.fixture(scope="module", autouse=True)
 def _models_present() -> None:
-    try:
-        models.verify_all(models.default_models_dir())
-    except EdgeGuardError as exc:
-        skip_or_fail(f"models not available ({exc}); run `edgeguard models fetch`")
+    require_models()
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ from helpers.daemon import (
     Daemon,
     mount_tmpfs,
     remount,
+    require_models,
     running,
     shm_dir,
     skip_or_fail,
@@ -64,7 +65,7 @@ from PIL import Image
 
 from edgeguard import config, models
 from edgeguard.daemon import Daemon as DaemonCore
-from edgeguard.errors import EdgeGuardError, InputError
+from edgeguard.errors import InputError
 from edgeguard.pipeline import Redacted
 from edgeguard.sinks.journal import RESERVE_BYTES, Journal
 from edgeguard.startup import Paths
@@ -75,10 +76,7 @@ STEPS = ("decode", "detect", "encode", "write", "rename", "renamed", "deleted", 
 
 @pytest.fixture(scope="module")
 def models_present() -> None:
-    try:
-        models.verify_all(models.default_models_dir())
-    except EdgeGuardError as exc:
-        skip_or_fail(f"models not available ({exc}); run `edgeguard models fetch`")
+    require_models()
 
 
 @pytest.fixture

@@ -45,12 +45,12 @@ from helpers.appliance import (
     reason,
     temporaries,
 )
-from helpers.daemon import running, shm_dir, skip_or_fail, wait_for
+from helpers.daemon import require_models, running, shm_dir, wait_for
 from helpers.hostile import Case, Expect, corpus, face_box, face_destroyed, save
 from PIL import Image
 
-from edgeguard import codec, models
-from edgeguard.errors import EdgeGuardError, InputError
+from edgeguard import codec
+from edgeguard.errors import InputError
 from edgeguard.sinks.failed import REASON_SUFFIX, FailedSink
 from edgeguard.sinks.fileops import NAME_MAX, fit_name
 from edgeguard.sinks.outbox import OUTPUT_NAME_MAX, candidate, output_rel
@@ -132,10 +132,7 @@ def _make_specials(work: Path, inbox: Path, face: bytes) -> dict[bytes, str]:
 
 @pytest.fixture(scope="module")
 def run(astronaut_rgb: np.ndarray) -> Iterator[Run]:
-    try:
-        models.verify_all(models.default_models_dir())
-    except EdgeGuardError as exc:
-        skip_or_fail(f"models not available ({exc}); run `edgeguard models fetch`")
+    require_models()
     work = shm_dir()
     try:
         yield _corpus_run(work, astronaut_rgb)

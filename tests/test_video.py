@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import video as hv
-from helpers.daemon import skip_or_fail
+from helpers.daemon import require_models
 
-from edgeguard import models
 from edgeguard.config import Config, VideoConfig
-from edgeguard.errors import EdgeGuardError, InputError
+from edgeguard.errors import InputError
 from edgeguard.geometry import Box
 from edgeguard.pipeline import Pipeline
 from edgeguard.video import sniff
@@ -130,10 +129,7 @@ def test_progress_shows_frames_rate_and_time_left() -> None:
 
 @pytest.fixture(scope="module")
 def pipe() -> Pipeline:
-    try:
-        models.verify_all(models.default_models_dir())
-    except EdgeGuardError as exc:
-        skip_or_fail(f"models not available ({exc}); run `edgeguard models fetch`")
+    require_models()
     return Pipeline(Config())
 
 

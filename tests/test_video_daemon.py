@@ -17,10 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import video as hv
-from helpers.daemon import REPO, running, shm_dir, skip_or_fail, start_daemon, wait_for
+from helpers.daemon import (
+    REPO,
+    require_models,
+    running,
+    shm_dir,
+    start_daemon,
+    wait_for,
+)
 
-from edgeguard import models
-from edgeguard.errors import EdgeGuardError
 from edgeguard.sources.spool import spool_for
 
 pytestmark = pytest.mark.system
@@ -28,10 +33,7 @@ pytestmark = pytest.mark.system
 
 @pytest.fixture(scope="module", autouse=True)
 def _models_present() -> None:
-    try:
-        models.verify_all(models.default_models_dir())
-    except EdgeGuardError as exc:
-        skip_or_fail(f"models not available ({exc}); run `edgeguard models fetch`")
+    require_models()
 
 
 @pytest.fixture

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers.daemon import PATIENCE, REPO, running, shm_dir, skip_or_fail, wait_for
+from helpers.daemon import PATIENCE, REPO, require_models, running, shm_dir, wait_for
 from PIL import Image
 
-from edgeguard import codec, config, fsutil, models
-from edgeguard.errors import ConfigError, EdgeGuardError, InputError, StartupError
+from edgeguard import codec, config, fsutil
+from edgeguard.errors import ConfigError, InputError, StartupError
 
 aiohttp = pytest.importorskip("aiohttp", reason="the web extra is not installed "
                                                 "(pip install -e '.[web]')")
@@ -1076,10 +1076,7 @@ def _files_with(marker: bytes, roots: list[Path], since: float) -> list[str]:
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The real daemon and the real web process on one /dev/shm tree, and a browser."""
-    try:
-        models.verify_all(models.default_models_dir())
-    except EdgeGuardError as exc:
-        skip_or_fail(f"models not available ({exc}); run `edgeguard models fetch`")
+    require_models()
     from web import harness
 
     harness.require_browser()

@@ -35,6 +35,17 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_models() -> None:
+    """Skip (or fail, see skip_or_fail) unless every model is fetched and unaltered."""
+    from edgeguard import models
+    from edgeguard.errors import EdgeGuardError
+
+    try:
+        models.verify_all(models.default_models_dir())
+    except EdgeGuardError as exc:
+        skip_or_fail(f"models not available ({exc}); run `edgeguard models fetch`")
+
+
 # Liveness bounds, not speed targets: a shared or emulated (ARM under qemu) machine can be
 # many times slower than a quiet one, and a wait returns as soon as its condition holds,
 # so the bound is generous. EDGEGUARD_TEST_PATIENCE scales every bound further.
