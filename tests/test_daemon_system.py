@@ -27,6 +27,7 @@ from helpers.daemon import (
     PATIENCE,
     REPO,
     Daemon,
+    hang_on,
     mount_tmpfs,
     remount,
     require_models,
@@ -425,8 +426,8 @@ def test_sigterm_finishes_work_in_progress_and_exits_0(
 
 def test_watchdog_pings_stop_while_a_worker_hangs(work: Path, face_jpeg: bytes) -> None:
     cfg = _config(work, stuck_s=1.5, drain_s=1.0)
-    env = {"WATCHDOG_USEC": "1000000", "EDGEGUARD_TEST_HANG_ON": "hang-me"}
-    with running(["--config", str(cfg)], workdir=work, env=env) as d:
+    env = {"WATCHDOG_USEC": "1000000"}
+    with running(["--config", str(cfg)], workdir=work, env=env, entry=hang_on("hang-me")) as d:
         d.notify.wait("WATCHDOG=1", after=time.monotonic())
         _drop(work, "hang-me.jpg", face_jpeg)
         wait_for(lambda: "stuck on hang-me.jpg" in d.output(), 10, f"stuck\n{d.output()}")
@@ -458,10 +459,10 @@ def test_a_file_the_daemon_keeps_dying_on_ends_in_failed(work: Path, face_jpeg: 
     # A file that hangs a worker every time: under systemd the watchdog kills the service
     # each time (here: kill -9). Without the guard it would be taken again at every start.
     cfg = _config(work, max_attempts=2, stuck_s=1.0)
-    env = {"EDGEGUARD_TEST_HANG_ON": "poison", "WATCHDOG_USEC": "1000000"}
+    env = {"WATCHDOG_USEC": "1000000"}
     _drop(work, "poison.jpg", face_jpeg)
     for _ in range(2):
-        d = start_daemon(["--config", str(cfg)], workdir=work, env=env)
+        d = start_daemon(["--config", str(cfg)], workdir=work, env=env, entry=hang_on("poison"))
         try:
             wait_for(lambda d=d: "stuck on poison.jpg" in d.output(), 30,  # type: ignore[misc]
                      f"the worker to hang\n{d.output()}")
@@ -469,7 +470,8 @@ def test_a_file_the_daemon_keeps_dying_on_ends_in_failed(work: Path, face_jpeg: 
             d.kill9()
             d.notify.close()
     assert (spool_for(work / "inbox") / "poison.jpg").exists()
-    with running(["--config", str(cfg)], workdir=work, env=env) as d:
+    with running(["--config", str(cfg)], workdir=work, env=env,
+                 entry=hang_on("poison")) as d:
         _drop(work, "fine.jpg", face_jpeg)
         wait_for(lambda: "fine.jpg" in _outputs(work)
                  and (work / "failed" / "poison.jpg.reason").exists(), 30,

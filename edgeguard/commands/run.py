@@ -7,22 +7,15 @@ import faulthandler
 import logging
 import os
 import signal
-import threading
 from pathlib import Path
 from types import FrameType
 
 from edgeguard import config, service, startup
 from edgeguard.cli import command
 from edgeguard.config import Config
-from edgeguard.daemon import Daemon, Processor
-from edgeguard.pipeline import Redacted
+from edgeguard.daemon import Daemon
 
 logger = logging.getLogger(__name__)
-
-# Test hook, read only here: a worker handed a file whose name contains this text hangs
-# (as a wedged decoder would), so the system test can watch the watchdog pings stop.
-# Never set in production; the daemon logs a warning when it is.
-HANG_ENV = "EDGEGUARD_TEST_HANG_ON"
 
 
 def add_daemon_args(p: argparse.ArgumentParser) -> None:
@@ -46,38 +39,6 @@ def _add(p: argparse.ArgumentParser) -> None:
                    help="camera source (overrides camera.source); none: the inbox alone")
 
 
-class _HangOn:
-    """The HANG_ENV test hook around a real processor."""
-
-    def __init__(self, inner: Processor, needle: str) -> None:
-        self.inner = inner
-        self.needle = needle
-
-    def redact_file(self, path: Path) -> Redacted:
-        name = str(path)
-        if name.startswith("/proc/self/fd/"):
-            name = os.readlink(path)  # the daemon passes its descriptor; this is the file
-        if self.needle in os.path.basename(name):
-            logger.warning("test hook %s: hanging on purpose", HANG_ENV)
-            threading.Event().wait()
-        return self.inner.redact_file(path)
-
-    def with_config(self, cfg: Config) -> Processor:
-        return _HangOn(self.inner.with_config(cfg), self.needle)
-
-
-def build_processor(cfg: Config) -> Processor:
-    from edgeguard.pipeline import Pipeline
-
-    processor: Processor = Pipeline(cfg)
-    needle = os.environ.get(HANG_ENV, "")
-    if needle:
-        logger.warning("test hook %s=%r is set: workers hang on matching files", HANG_ENV,
-                       needle)
-        processor = _HangOn(processor, needle)
-    return processor
-
-
 def _run_config(args: argparse.Namespace) -> Config:
     cfg = config.override(load_config(args), "camera", source=args.camera)
     return startup.fit_to_memory(cfg)  # at start and on every reload
@@ -91,15 +52,16 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
     paths = startup.resolve_paths(cfg)
     startup.require(cfg, paths)
-    processor = build_processor(cfg)
+    from edgeguard.pipeline import Pipeline
+
+    pipeline = Pipeline(cfg)
     camera = None
     if cfg.camera.source != "none":
         from edgeguard.camera.loop import CameraService
 
-        pipeline = processor.inner if isinstance(processor, _HangOn) else processor
         camera = CameraService(cfg, pipeline, paths.outbox)
     reload = (lambda: _run_config(args)) if args.config is not None else None
-    daemon = Daemon(cfg, paths, processor, load_config=reload,
+    daemon = Daemon(cfg, paths, pipeline, load_config=reload,
                     watchdog_s=service.watchdog_period(), camera=camera)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:

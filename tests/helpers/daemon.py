@@ -172,11 +172,11 @@ def start_daemon(args: list[str], *, workdir: Path, env: dict[str, str] | None =
     """Start `python -m edgeguard run ARGS` with NOTIFY_SOCKET bound in ``workdir``.
 
     ``entry`` replaces ``-m edgeguard`` (a script that wraps the same CLI, e.g. with fault
-    injection: see helpers/killpoints.py)."""
+    injection: see helpers/killpoints.py and :func:`hang_on`)."""
     listener = notify or NotifyListener(workdir / f"notify-{uuid.uuid4().hex[:6]}.sock")
     log = workdir / f"daemon-{uuid.uuid4().hex[:6]}.log"
     full_env = dict(os.environ)
-    for key in ("JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID", "EDGEGUARD_TEST_HANG_ON"):
+    for key in ("JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID"):
         full_env.pop(key, None)
     full_env["NOTIFY_SOCKET"] = str(listener.path)
     full_env["PYTHONUNBUFFERED"] = "1"
@@ -186,6 +186,12 @@ def start_daemon(args: list[str], *, workdir: Path, env: dict[str, str] | None =
                                 cwd=REPO,
                                 env=full_env, stdout=fh, stderr=subprocess.STDOUT)
     return Daemon(proc, log, listener)
+
+
+def hang_on(needle: str) -> list[str]:
+    """The ``entry`` of a daemon whose workers hang on files named like ``needle``
+    (helpers/hang.py)."""
+    return [str(REPO / "tests" / "helpers" / "hang.py"), needle]
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ OUTBOX = "/var/lib/edgeguard/outbox"
 CONFIG = "/etc/edgeguard/edgeguard.toml"
 VENV_PY = "/opt/edgeguard/venv/bin/python"
 DROPIN = "/etc/systemd/system/edgeguard.service.d/50-test.conf"
+HANG = "/usr/local/lib/edgeguard-test/hang.py"  # readable by the service (not under /root)
 UNIT_FILE = nspawn.REPO / "systemd" / UNIT
 
 
@@ -293,11 +294,13 @@ def test_kill_9_restarts_and_loses_nothing(c: nspawn.Container, astronaut_jpeg: 
 
 def test_hung_worker_leads_to_a_watchdog_restart(c: nspawn.Container,
                                                 astronaut_jpeg: bytes) -> None:
-    # The daemon's test hook: a worker hangs on files named like this; pings stop once a
-    # worker is busy longer than stuck_s. A short WatchdogSec keeps the test quick.
-    c.run("mkdir", "-p", str(Path(DROPIN).parent))
-    c.write_bytes(DROPIN, b"[Service]\nEnvironment=EDGEGUARD_TEST_HANG_ON=hang-me\n"
-                          b"WatchdogSec=6s\n")
+    # The installed daemon started through the tests' launcher (helpers/hang.py): a worker
+    # hangs on files named like this; pings stop once a worker is busy longer than stuck_s.
+    # A short WatchdogSec keeps the test quick.
+    c.run("mkdir", "-p", str(Path(DROPIN).parent), str(Path(HANG).parent))
+    c.write_bytes(HANG, (nspawn.REPO / "tests" / "helpers" / "hang.py").read_bytes())
+    c.write_bytes(DROPIN, f"[Service]\nExecStart=\nExecStart={VENV_PY} {HANG} hang-me run "
+                          f"--config {CONFIG}\nWatchdogSec=6s\n".encode())
     _set_daemon_keys(c, stuck_s=2.0, drain_s=2.0)
     c.systemctl("daemon-reload")
     c.systemctl("restart", UNIT)
@@ -314,8 +317,8 @@ def test_hung_worker_leads_to_a_watchdog_restart(c: nspawn.Container,
     log = c.journal(after=mark)
     assert "stuck on hang-me.jpg" in log, log
     assert "Failed with result 'watchdog'" in log, log
-    # Nothing lost: without the hook the file is processed after the next start.
-    c.run("rm", DROPIN)
+    # Nothing lost: without the launcher the file is processed after the next start.
+    c.run("rm", DROPIN, HANG)
     write_config(c)
     c.systemctl("daemon-reload")
     c.systemctl("restart", UNIT)
