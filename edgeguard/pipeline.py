@@ -118,7 +118,11 @@ def second_model_name(cfg: Config) -> str:
 class Pipeline:
     """Decode, detect, redact, encode; interpreters created once, at construction."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, at_start_up: bool = False) -> None:
+        """``at_start_up``: built before any other thread runs (the commands' first
+        pipeline), which lets the runtime hide its native banner; a reload's rebuild, beside
+        running workers, must not (see :func:`~edgeguard.detect.runtime.quiet_native_stderr`).
+        """
         self.cfg = cfg
         self.models_dir = models.resolve_dir(cfg.detect.models_dir)
         params = detect_params(cfg)
@@ -129,7 +133,8 @@ class Pipeline:
         man = models.load_manifest()
         runners = {
             n: ModelRunner(paths[n], man.models[n].input_size, man.models[n].num_boxes,
-                           threads=cfg.detect.threads, runtime=cfg.detect.runtime)
+                           threads=cfg.detect.threads, runtime=cfg.detect.runtime,
+                           at_start_up=at_start_up)
             for n in names
         }
         self.runtime_name = next(iter(runners.values())).runtime_name

@@ -114,13 +114,11 @@ def only_published(outbox: Path) -> list[str]:
 
 
 def test_every_video_frame_and_still_is_redacted(pipe: Pipeline, scene: Scene,
-                                                 frames_dir: Path, tmp_path: Path) -> None:
-    from edgeguard.detect import runtime
-
-    before = runtime.interpreters_created
+                                                 frames_dir: Path, tmp_path: Path,
+                                                 interpreters: list[str]) -> None:
     cfg = make_cfg(frames_dir, still_interval_s=0.5)
     svc, outs = run(cfg, pipe, tmp_path / "outbox")
-    assert runtime.interpreters_created == before  # the pipeline's interpreters, no new one
+    assert interpreters == []  # the pipeline's interpreters, no new one
 
     videos = outs.of("video")
     assert len(videos) == 1 and videos[0][0].name.endswith(".mp4")

@@ -31,7 +31,8 @@ def test_runtime_is_the_one_asked_for() -> None:
 
 
 def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               interpreters: list[str]) -> None:
     import cv2
 
     nets: list[str] = []
@@ -42,22 +43,23 @@ def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray,
         return real_read(path)
 
     monkeypatch.setattr(cv2.dnn, "readNetFromONNX", counting_read)
-    before = runtime.interpreters_created
     pipe = Pipeline(config.Config())
     assert [Path(n).name for n in nets] == ["centerface.onnx"]  # the default runs both
     used = {pipe.detector.params.plan.whole_model, pipe.detector.params.plan.tile_model}
-    assert runtime.interpreters_created - before == len(used)
-    created = runtime.interpreters_created
+    man = models.load_manifest()
+    assert sorted(Path(p).name for p in interpreters) == sorted(man.models[n].file
+                                                                for n in used)
+    created = len(interpreters)
     big = np.zeros((1500, 2000, 3), np.uint8)
     big[:512, :512] = astronaut_rgb
     for frame in (astronaut_rgb.copy(), big, astronaut_rgb[::2, ::2].copy()):
         pipe.redact_frame(frame)
-    assert runtime.interpreters_created == created  # none per image or per view
+    assert len(interpreters) == created  # none per image or per view
     assert len(nets) == 1
     # a config change that leaves detection alone reuses the interpreters
     cfg2 = config.override(config.Config(), "redact", mode="solid")
     pipe2 = pipe.with_config(cfg2)
-    assert runtime.interpreters_created == created
+    assert len(interpreters) == created
     assert pipe2.detector is pipe.detector
 
 

@@ -111,7 +111,8 @@ def _blur(args: argparse.Namespace) -> int:
     items = inputs.items
     if not items:
         return EXIT_FAILED if inputs.missing else EXIT_NOTHING
-    pipe = Pipeline(cfg)  # models checked, interpreters created once, before any input
+    # Models checked, interpreters created once, before any input (and any thread).
+    pipe = Pipeline(cfg, at_start_up=True)
     progress = Progress(len(items))
 
     def one(item: tuple[Path, Path]) -> _Done:

@@ -29,7 +29,7 @@ def _r(v: float) -> float:
 
 @command("detect", "find faces; print boxes, scores and redaction regions as JSON lines")(_add)
 def _detect(args: argparse.Namespace) -> int:
-    pipe = Pipeline(load_config(args))
+    pipe = Pipeline(load_config(args), at_start_up=True)
     failures = 0
     for src, _ in expand_inputs(args.inputs):
         t0 = time.perf_counter()

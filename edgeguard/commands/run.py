@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     startup.require(cfg, paths)
     from edgeguard.pipeline import Pipeline
 
-    pipeline = Pipeline(cfg)
+    pipeline = Pipeline(cfg, at_start_up=True)
     camera = None
     if cfg.camera.source != "none":
         from edgeguard.camera.loop import CameraService

@@ -25,12 +25,6 @@ logger = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "litert", "tflite")
 
-# Counts interpreters created in this process: the "one interpreter per model" invariant
-# is tested against it.
-interpreters_created = 0
-_count_lock = threading.Lock()
-
-
 def interpreter_class(runtime: str = "auto") -> tuple[str, Any]:
     """(name, Interpreter class) of the runtime to use.
 
@@ -59,10 +53,13 @@ def interpreter_class(runtime: str = "auto") -> tuple[str, Any]:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence the runtime's native banner ("INFO: Created TensorFlow Lite XNNPACK delegate")
-    while an interpreter is created: it is not ours to print, and it would land in the
-    journal on every start. Only file descriptor 2 is redirected, only at start-up."""
+def quiet_native_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null, for the runtime's native banner ("INFO: Created
+    TensorFlow Lite XNNPACK delegate"): it is not ours to print, and it would land in the
+    journal on every start. Both runtimes print it once per process, when the first
+    interpreter allocates its tensors, so this is needed at start-up only, and must be used
+    there only: the redirect is process-wide, and a thread logging meanwhile would lose its
+    lines (a reload rebuilds interpreters while workers run, without it)."""
     try:
         saved = os.dup(2)
     except OSError:
@@ -81,17 +78,17 @@ class ModelRunner:
     """One BlazeFace interpreter: RGB uint8 (S, S, 3) in, raw (boxes, scores) out."""
 
     def __init__(self, path: Path, input_size: int, num_boxes: int, *, threads: int = 2,
-                 runtime: str = "auto") -> None:
-        global interpreters_created
+                 runtime: str = "auto", at_start_up: bool = False) -> None:
+        """``at_start_up``: no other thread runs yet, so the runtime's native banner may be
+        hidden (see :func:`quiet_native_stderr`)."""
         self.runtime_name, cls = interpreter_class(runtime)
+        quiet = quiet_native_stderr() if at_start_up else contextlib.nullcontext()
         try:
-            with _quiet_native_stderr():
+            with quiet:
                 self._interp = cls(model_path=str(path), num_threads=threads)
                 self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model {path} cannot be loaded: {exc}") from None
-        with _count_lock:
-            interpreters_created += 1
         self.path = path
         self.input_size = input_size
         inp = self._interp.get_input_details()[0]
