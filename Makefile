@@ -70,7 +70,7 @@ run: $(MODELS_STAMP)
 test: $(MODELS_STAMP) test-tflite-env camera-test-env
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 	@if [ -f $(TFLITE_STAMP) ]; then \
-	  EDGEGUARD_RUNTIME=tflite EDGEGUARD_REQUIRE_ORACLE=1 $(TFLITE_VENV)/bin/python -m pytest -q \
+	  EDGEGUARD_REQUIRE_ORACLE=1 $(TFLITE_VENV)/bin/python -m pytest -q --runtime=tflite \
 	    -m 'not system' -p no:cacheprovider $(PYTEST_ARGS) $(TFLITE_TESTS); \
 	elif [ "$$EDGEGUARD_REQUIRE_SYSTEM" = 1 ]; then echo "tflite-runtime environment missing"; exit 1; fi
 

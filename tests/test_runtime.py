@@ -1,7 +1,7 @@
 """The TFLite adapter and the one-interpreter-per-model invariant, on the real runtime.
 
 These run twice under `make test`: in .venv with ai_edge_litert and in .venv-tflite with
-tflite_runtime 2.14 (EDGEGUARD_RUNTIME=tflite).
+tflite_runtime 2.14 (pytest --runtime=tflite, see conftest.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ pytestmark = pytest.mark.tflite
 EXPECTED = {"tflite": "tflite_runtime", "litert": "ai_edge_litert"}
 
 
-def test_runtime_is_the_one_asked_for() -> None:
-    name, _ = runtime.interpreter_class()
-    wanted = os.environ.get("EDGEGUARD_RUNTIME", "auto")
-    assert name == EXPECTED.get(wanted, "ai_edge_litert")
+def test_runtime_is_the_one_asked_for(runtime_choice: str) -> None:
+    cfg = config.override(config.Config(), "detect", runtime=runtime_choice)
+    assert Pipeline(cfg).runtime_name == EXPECTED.get(runtime_choice, "ai_edge_litert")
 
 
 def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray,
@@ -61,6 +60,25 @@ def test_one_interpreter_per_model_created_once(astronaut_rgb: np.ndarray,
     pipe2 = pipe.with_config(cfg2)
     assert len(interpreters) == created
     assert pipe2.detector is pipe.detector
+
+
+def test_only_the_start_up_pipeline_redirects_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fd 2 is the whole process's: a reload's rebuild runs beside workers whose log lines a
+    # redirect would swallow, so only the commands' first pipeline may hide the banner.
+    redirected: list[int] = []
+    real_dup2 = os.dup2
+
+    def dup2(fd: int, fd2: int, inheritable: bool = True) -> int:
+        redirected.append(fd2)
+        return real_dup2(fd, fd2, inheritable)
+
+    monkeypatch.setattr(os, "dup2", dup2)
+    pipe = Pipeline(config.Config(), at_start_up=True)
+    assert 2 in redirected
+    redirected.clear()
+    rebuilt = pipe.with_config(config.override(config.Config(), "detect", threads=1))
+    assert rebuilt.detector is not pipe.detector  # new interpreters, stderr left alone
+    assert redirected == []
 
 
 def test_finds_the_astronaut(astronaut_rgb: np.ndarray) -> None:

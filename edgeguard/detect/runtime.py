@@ -28,17 +28,16 @@ RUNTIMES = ("auto", "litert", "tflite")
 def interpreter_class(runtime: str = "auto") -> tuple[str, Any]:
     """(name, Interpreter class) of the runtime to use.
 
-    ``auto`` honours $EDGEGUARD_RUNTIME, then prefers ai_edge_litert (maintained), then
-    tflite_runtime (frozen at 2.14), like Frigate's one-line fallback.
+    ``runtime`` is the config's ``detect.runtime``: ``auto`` prefers ai_edge_litert
+    (maintained), then tflite_runtime (frozen at 2.14), like Frigate's one-line fallback.
     """
-    choice = runtime if runtime != "auto" else os.environ.get("EDGEGUARD_RUNTIME", "auto")
-    if choice in ("auto", "litert"):
+    if runtime in ("auto", "litert"):
         try:
             from ai_edge_litert.interpreter import Interpreter
 
             return "ai_edge_litert", Interpreter
         except ImportError:
-            if choice == "litert":
+            if runtime == "litert":
                 raise RuntimeUnavailableError(
                     "ai_edge_litert is not installed (pip install ai-edge-litert)"
                 ) from None

@@ -20,7 +20,7 @@ release=${1:?usage: in-tree.sh RELEASE litert|tflite [install|test|smoke]}
 runtime=${2:?usage: in-tree.sh RELEASE litert|tflite [install|test|smoke]}
 step=${3:-all}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
-export EDGEGUARD_REQUIRE_SYSTEM=1 EDGEGUARD_MODELS=/opt/edgeguard/models EDGEGUARD_RUNTIME=$runtime
+export EDGEGUARD_REQUIRE_SYSTEM=1 EDGEGUARD_MODELS=/opt/edgeguard/models
 VENV=/opt/edgeguard/venv
 CONFIG=/etc/edgeguard/edgeguard.toml
 
@@ -87,7 +87,9 @@ elif [ "$runtime" = tflite ]; then
 else
     TESTS=("${SELECTED[@]}")
 fi
-PYTEST=(-p no:cacheprovider -q -rfEs --durations=10 -m 'not oracle and not camera' "${DESELECT[@]}")
+# --runtime: the tests fail unless detect.runtime = auto picks this job's runtime.
+PYTEST=(-p no:cacheprovider -q -rfEs --durations=10 -m 'not oracle and not camera' --runtime "$runtime"
+        "${DESELECT[@]}")
 # shellcheck disable=SC2206 # word splitting wanted: extra pytest arguments
 PYTEST+=(${EDGEGUARD_ARM_PYTEST_ARGS:-})
 TIMEOUT=${EDGEGUARD_ARM_TIMEOUT:-5400}
