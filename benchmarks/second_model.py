@@ -67,7 +67,7 @@ def cache(a: argparse.Namespace) -> None:
 
     prof = profiles.PROFILES["balanced"]
     profiles.PROFILES["balanced"] = dataclasses.replace(
-        prof, candidate_score=0.05, min_score=0.05, low_score=0.05,
+        prof, candidate_score=0.05, min_score=0.05,
         **({} if not a.bf_extra else json.loads(a.bf_extra)))
     cfg = config.override(config.Config(), "detect", profile="balanced", threads=2)
     pipe = Pipeline(cfg)

@@ -63,9 +63,6 @@ def detect_params(cfg: Config) -> DetectParams:
     man = models.load_manifest()
     d = cfg.detect
     min_score = d.min_score or prof.min_score
-    # A min_score set in the config is the threshold, for every path (the profile's
-    # low_score would otherwise keep what it rejects).
-    low_score = min_score if d.min_score else min(prof.low_score, min_score)
     second_model = prof.second_model if d.second_model == "profile" else d.second_model
     second = None
     if second_model != "none" and second_model:
@@ -95,13 +92,9 @@ def detect_params(cfg: Config) -> DetectParams:
             views_per_mp=prof.views_per_mp,
         ),
         min_score=min_score,
-        candidate_score=min(low_score, prof.candidate_score),
+        candidate_score=min(min_score, prof.candidate_score),
         nms_iou=d.nms_iou,
         flat_std=prof.flat_std if d.flat_std < 0 else d.flat_std,
-        low_score=low_score,
-        min_support=prof.min_support,
-        band_lo=prof.band_lo,
-        band_hi=prof.band_hi,
         second=second,
         face_score=prof.face_score,
         solo_min_score=d.min_score or prof.solo_min_score,

@@ -154,29 +154,14 @@ def weighted_nms(
     coordinates (box and keypoints) are the score-weighted mean and whose score is the
     best one's. Returns (M, C) boxes and (M,) scores, best first.
     """
-    kept, best, _ = weighted_clusters(boxes, scores, iou_threshold)
-    return kept, best
-
-
-def weighted_clusters(boxes: np.ndarray, scores: np.ndarray,
-                      iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`weighted_nms`, also returning each cluster's *support*: the sum of its
-    members' scores.
-
-    A real face fires several anchors in every view that shows it, and usually in more
-    than one view (overlapping tiles, adjacent levels); a false detection mostly fires
-    one weak anchor once. The support separates the two where the best score alone
-    cannot (see benchmarks/tune.py).
-    """
     if boxes.shape[0] == 0:
         width = boxes.shape[1] if boxes.ndim == 2 else NUM_COORDS
-        return boxes.reshape(0, width), scores, scores.copy()
+        return boxes.reshape(0, width), scores
     order = np.argsort(-scores, kind="stable")
     boxes = boxes[order]
     scores = scores[order]
     out_boxes: list[np.ndarray] = []
     out_scores: list[float] = []
-    out_support: list[float] = []
     remaining = np.arange(boxes.shape[0])
     while remaining.size:
         top = remaining[0]
@@ -187,8 +172,6 @@ def weighted_clusters(boxes: np.ndarray, scores: np.ndarray,
         w = scores[group][:, None]
         out_boxes.append((boxes[group] * w).sum(axis=0) / w.sum())
         out_scores.append(float(scores[top]))
-        out_support.append(float(w.sum()))
         remaining = remaining[overlap <= iou_threshold]
         remaining = remaining[remaining != top]
-    return (np.stack(out_boxes).astype(np.float32), np.asarray(out_scores, np.float32),
-            np.asarray(out_support, np.float32))
+    return np.stack(out_boxes).astype(np.float32), np.asarray(out_scores, np.float32)

@@ -71,13 +71,9 @@ class SecondParams:
 class DetectParams:
     plan: PlanParams
     min_score: float  # merged faces scoring this are kept
-    candidate_score: float  # per-view anchors scoring this are merged (<= low_score)
+    candidate_score: float  # per-view anchors scoring this are merged (<= min_score)
     nms_iou: float
     flat_std: float  # skip tiles whose grey std (on a small copy) is below; 0 disables
-    low_score: float = 1.0  # merged faces scoring this (< min_score) are kept ...
-    min_support: float = 0.0  # ... when their anchors' scores, over all views, sum to this
-    band_lo: float = 0.0  # a tile level drops boxes shorter than band_lo x its smallest face
-    band_hi: float = 0.0  # ... and taller than band_hi x its largest (0: no limit)
     second: SecondParams | None = None  # the second model's search; None: BlazeFace only
     solo_min_score: float = 0.0  # merged faces scoring this are kept where BlazeFace
     # searches alone (detect_levels: the camera); 0: min_score
@@ -156,7 +152,7 @@ class FaceDetector:
         images = _pyramid(rgb, levels)
         t1 = time.perf_counter()
         p = self.params
-        found = self._merged(self._run_levels(levels, images, stats), p.min_score, p.low_score)
+        found = self._merged(self._run_levels(levels, images, stats), p.min_score)
         del images
         t2 = time.perf_counter()
         if self._second is not None and p.second is not None:
@@ -186,7 +182,7 @@ class FaceDetector:
         self._local.stats = stats
         p = self.params
         solo = p.solo_min_score or p.min_score
-        return self._merged(raw, solo, min(solo, p.low_score))
+        return self._merged(raw, solo)
 
     def _run_levels(self, levels: Sequence[Level], images: Sequence[np.ndarray],
                     stats: DetectStats) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -199,15 +195,15 @@ class FaceDetector:
             all_scores.extend(level_scores)
         return all_boxes, all_scores
 
-    def _merged(self, raw: tuple[list[np.ndarray], list[np.ndarray]], min_score: float,
-                low_score: float) -> list[Detection]:
+    def _merged(self, raw: tuple[list[np.ndarray], list[np.ndarray]],
+                min_score: float) -> list[Detection]:
         """The views' candidates merged into faces (see planner.merge) at ``min_score``."""
         boxes, scores = raw
         if not boxes:
             return []
         p = self.params
         kb, ks = merge(np.concatenate(boxes), np.concatenate(scores), p.nms_iou,
-                       min_score=min_score, low_score=low_score, min_support=p.min_support)
+                       min_score=min_score)
         return [_detection(b[:4], s, b[4:], s < p.face_score)
                 for b, s in zip(kb, ks, strict=True)]
 
@@ -238,16 +234,6 @@ class FaceDetector:
                                           self.params.candidate_score)
             if boxes.shape[0] == 0:
                 continue
-            if level.index > 0 and (self.params.band_lo > 0 or self.params.band_hi > 0):
-                # Faces outside this level's band are another level's: the too-small
-                # ones are mostly false detections, the too-large ones may be cut.
-                h_in = (boxes[:, 3] - boxes[:, 1]) * size / level.scale
-                ok = h_in >= self.params.band_lo * level.face_range[0]
-                if self.params.band_hi > 0:
-                    ok &= h_in <= self.params.band_hi * level.face_range[1]
-                boxes, scores = boxes[ok], scores[ok]
-                if boxes.shape[0] == 0:
-                    continue
             # normalised view coords -> level pixels -> source pixels
             boxes = boxes * size
             boxes[:, 0::2] += x

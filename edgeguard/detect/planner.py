@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeguard.detect.blazeface import weighted_clusters
+from edgeguard.detect.blazeface import weighted_nms
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,20 +197,16 @@ def absorb_contained(boxes: np.ndarray, scores: np.ndarray,
 
 
 def merge(boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float = 0.6, *,
-          min_score: float = 0.0, low_score: float | None = None,
-          min_support: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+          min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Merge detections of the same face found in several views, and decide which to keep.
 
     Weighted NMS (as MediaPipe) by IoU; a cluster is kept when its best score reaches
-    ``min_score``, or when it reaches ``low_score`` and its support (sum of member scores,
-    see :func:`weighted_clusters`) reaches ``min_support``. Kept boxes then absorb partial
-    views of the same face (:func:`absorb_contained`).
+    ``min_score``. Kept boxes then absorb partial views of the same face
+    (:func:`absorb_contained`).
     """
-    kb, ks, support = weighted_clusters(boxes, scores, iou)
-    low = min_score if low_score is None else min(low_score, min_score)
-    keep = (ks >= min_score) | ((ks >= low) & (support >= min_support))
+    kb, ks = weighted_nms(boxes, scores, iou)
+    keep = ks >= min_score
     return absorb_contained(kb[keep], ks[keep], contain)
 
 
-__all__ = ["Level", "PlanParams", "absorb_contained", "merge", "plan", "tile_is_flat",
-           "weighted_clusters"]
+__all__ = ["Level", "PlanParams", "absorb_contained", "merge", "plan", "tile_is_flat"]

@@ -23,12 +23,8 @@ class Profile:
     views_per_mp: float  # ... plus this many per megapixel (0, 0: no budget)
     max_upscale: float  # largest level scale (> 1 upsamples small images)
     candidate_score: float  # anchors scoring this in any view are merged
-    min_score: float  # merged faces scoring this are redacted ...
-    low_score: float  # ... and those scoring this, when their support is at least ...
-    min_support: float  # ... this (sum of their anchors' scores over all views)
+    min_score: float  # merged faces scoring this are redacted
     flat_std: float  # tiles whose grey std is below this are skipped (0: never)
-    band_lo: float = 0.0  # tile levels drop boxes under band_lo x their smallest face
-    band_hi: float = 0.0  # ... and over band_hi x their largest (0: no limit)
     second_model: str = ""  # the second model ("centerface"), run once on the whole frame
     second_score: float = 0.5  # its detections scoring this are redacted
     second_megapixels: float = 1.0  # it sees the frame at about this many megapixels ...
@@ -41,9 +37,10 @@ class Profile:
     face_score: float = 0.5  # detections scoring this count as faces, the rest as weak
     solo_min_score: float = 0.3  # BlazeFace's threshold where it searches alone (the
     # camera's main-resolution search, which runs no second model): its own trade-off
-    # low_score/min_support (keep weak faces seen by many anchors or views) and the size
-    # band were measured: both trade recall for false detections along the same curve as
-    # the plain threshold (no gain at equal excess), so the profiles leave them off.
+    # Keeping weak faces seen by many anchors or views (a lower score with enough summed
+    # support) and dropping boxes outside a tile level's size band were measured: both
+    # traded recall for false detections along the same curve as the plain threshold (no
+    # gain at equal excess), so neither is here.
 
 
 # Measured on the five dev sets (README; benchmarks/second_model.py for the combined search,
@@ -62,11 +59,11 @@ class Profile:
 _FAST = Profile(
     whole_model="full", whole_face_lo=14, tile_model="full", face_lo=14, face_hi=44,
     min_face=16, fine_face_lo=10, max_views=30, views_per_mp=10, max_upscale=2.0,
-    candidate_score=0.3, min_score=0.3, low_score=0.3, min_support=0.0, flat_std=3.0,
+    candidate_score=0.3, min_score=0.3, flat_std=3.0,
     solo_min_score=0.3)
 _BALANCED = replace(
     _FAST, min_face=1e9, max_views=40, views_per_mp=13.5, candidate_score=0.2,
-    solo_min_score=0.2, min_score=0.5, low_score=0.5,
+    solo_min_score=0.2, min_score=0.5,
     second_model="centerface", second_score=0.1, second_box_shift=0.15,
     second_megapixels=0.5, second_min_scale=0.6, second_max_scale=1.0)
 PROFILES: dict[str, Profile] = {
@@ -74,6 +71,5 @@ PROFILES: dict[str, Profile] = {
     "balanced": _BALANCED,
     "thorough": replace(_BALANCED, min_face=16, max_views=40, views_per_mp=13.5,
                         candidate_score=0.15, solo_min_score=0.15, min_score=0.3,
-                        low_score=0.3,
                         second_megapixels=1.0, second_min_scale=0.75),
 }
