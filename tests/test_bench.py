@@ -259,7 +259,7 @@ def test_edgeguard_time_excludes_start_up_measured_on_one_image(tmp_path: Path) 
     assert m.seconds == pytest.approx(2.0)
     assert m.s_per_image == pytest.approx(0.2)
     assert len(fake.calls) == 2  # the one-image probe, then the set
-    assert fake.calls[1][2:6] == ["edgeguard", "detect", "--json", "--profile"]
+    assert fake.calls[1][2:5] == ["edgeguard", "detect", "--profile"]
     assert fake.calls[1][-2:] == ["--config", str(tmp_path / "c.toml")]
     r.detect(files, "fast", tmp_path)
     assert len(fake.calls) == 3  # start-up is measured once per profile and probe

@@ -77,7 +77,7 @@ def test_exif_orientation_applied_before_detection(tmp_path: Path,
     p = tmp_path / "rotated.jpg"
     Image.fromarray(stored).save(p, "JPEG", quality=95,
                                  exif=piexif.dump({"0th": {piexif.ImageIFD.Orientation: 8}}))
-    res = edgeguard("detect", "--json", p)
+    res = edgeguard("detect", "--json", p)  # --json: accepted, for existing scripts
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout)
     x1, y1, x2, y2 = max(rec["faces"], key=lambda f: f["score"])["box"]
@@ -90,7 +90,7 @@ def test_detect_json_lines_format(tmp_path: Path, astronaut_rgb: np.ndarray) -> 
     Image.fromarray(astronaut_rgb).save(good)
     bad = tmp_path / "b.jpg"
     bad.write_bytes(b"\x00" * 100)
-    res = edgeguard("detect", "--json", good, bad)
+    res = edgeguard("detect", good, bad)
     assert res.returncode == 1
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert lines[0]["path"] == str(good)

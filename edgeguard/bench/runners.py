@@ -38,7 +38,7 @@ STDERR_TAIL = 4000
 
 
 class Kind(enum.StrEnum):
-    DETECT = "detect"  # edgeguard detect --json, one profile
+    DETECT = "detect"  # edgeguard detect, one profile
     BLUR = "blur"  # edgeguard blur, the full file pipeline
     PEER = "peer"
     FLOOR = "floor"  # decode + JPEG q90 encode only
@@ -236,7 +236,7 @@ class Runner:
             return self._startup[key]
         out = workdir / f"startup-{profile}.jsonl"
         with open(out, "wb") as fh:
-            run = self.run(self._edgeguard_argv("detect", "--json", "--profile", profile,
+            run = self.run(self._edgeguard_argv("detect", "--profile", profile,
                                                 str(probe)),
                            stdout=fh, env=self.edgeguard_env(), cwd=self.repo_root)
         ms = _ms_of(_detect_lines(out)) if run.ok else []
@@ -248,13 +248,13 @@ class Runner:
         return value
 
     def detect(self, files: Sequence[Path], profile: str, workdir: Path) -> Measurement:
-        """``edgeguard detect --json --profile P`` over ``files``; result lines to a file."""
+        """``edgeguard detect --profile P`` over ``files``; result lines to a file."""
         name = f"edgeguard {profile}"
         out = workdir / f"edgeguard-{profile}.jsonl"
         startup = self.startup(profile, files[0], workdir)
         logger.info("%s: %d images", name, len(files))
         with open(out, "wb") as fh:
-            run = self.run(self._edgeguard_argv("detect", "--json", "--profile", profile,
+            run = self.run(self._edgeguard_argv("detect", "--profile", profile,
                                                 *map(str, files)),
                            stdout=fh, env=self.edgeguard_env(), cwd=self.repo_root)
         lines = _detect_lines(out)

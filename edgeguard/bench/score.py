@@ -114,7 +114,7 @@ def parse_results(text: str) -> Results:
     """Regions per image basename from a result file's text.
 
     Accepts the peer wrappers' ``{"boxes": {path: [[x1,y1,x2,y2,score?]...] | null}}`` and
-    ``edgeguard detect --json`` lines (``{"path", "faces": [{"region"|"box": [...]}]}`` or
+    ``edgeguard detect`` lines (``{"path", "faces": [{"region"|"box": [...]}]}`` or
     ``{"path", "error"}``). Raises ``ValueError`` on anything else.
     """
     text = text.strip()

@@ -1,4 +1,4 @@
-"""`edgeguard detect --json INPUT...`: faces and redaction regions, one JSON line per input."""
+"""`edgeguard detect INPUT...`: faces and redaction regions, one JSON line per input."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from edgeguard.pipeline import Pipeline
 
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+    # Scripts and the shared evaluation tools call `edgeguard detect --json`.
     p.add_argument("--json", action="store_true",
-                   help="JSON lines (the default and only format; kept for clarity)")
+                   help="accepted for compatibility; the output is always JSON lines")
     add_config_flags(p, redaction=False)
     # Without blur's --mode, argparse would take `--mode` as short for --models-dir.
     p.allow_abbrev = False

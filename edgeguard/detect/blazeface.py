@@ -13,7 +13,8 @@ Ported from MediaPipe's calculators, with the option values of its face-detectio
   face is the score-weighted mean of every candidate overlapping the best one.
 
 Everything works in normalised coordinates of the model input ([0, 1] over its width and
-height); mapping to source pixels is the caller's (see :mod:`edgeguard.detect.views`).
+height); mapping to source pixels is the caller's (see
+:class:`edgeguard.detect.detector.FaceDetector`, which places each view in its level).
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from edgeguard.errors import DetectionError, ModelError, RuntimeUnavailableError
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "litert", "tflite")
 
 def interpreter_class(runtime: str = "auto") -> tuple[str, Any]:
     """(name, Interpreter class) of the runtime to use.
