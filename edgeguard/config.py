@@ -15,23 +15,42 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from edgeguard.detect.profiles import PROFILES
 from edgeguard.errors import ConfigError
 
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple[Any, ...] | None = None, doc: str = "") -> Any:
-    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+         choices: tuple[Any, ...] | None = None, doc: str = "", flag: str = "",
+         pixels: bool = False) -> Any:
+    """A config key. ``flag``: the one-shot commands (blur, detect) take it as a flag
+    (``--key-name``) with this help text; ``pixels``: it changes only pixels, not what is
+    found or the regions (so `detect` has no flag for it)."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc, "flag": flag,
+            "pixels": pixels}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults (the config is frozen)")
     return field(default=default, metadata=meta)
 
 
-PROFILES = ("fast", "balanced", "thorough")
-MODES = ("blur", "pixelate", "solid")
-SHAPES = ("ellipse", "box")
+class Mode(StrEnum):
+    """``redact.mode``."""
+
+    BLUR = "blur"
+    PIXELATE = "pixelate"
+    SOLID = "solid"
+
+
+class Shape(StrEnum):
+    """``redact.shape``."""
+
+    ELLIPSE = "ellipse"
+    BOX = "box"
+
+
 OUTPUT_FORMATS = ("same", "jpeg", "png", "webp")
 RUNTIMES = ("auto", "litert", "tflite")
 VIDEO_AUDIO = ("copy", "drop")
@@ -41,16 +60,22 @@ SECOND_MODELS = ("profile", "centerface", "none")
 
 @dataclass(frozen=True)
 class DetectConfig:
-    profile: str = _opt("balanced", choices=PROFILES,
-                        doc="search profile: which views are run (see README)")
-    threads: int = _opt(2, lo=1, hi=16, doc="threads per TFLite interpreter")
+    profile: str = _opt("balanced", choices=tuple(PROFILES),
+                        doc="search profile: which views are run (see README)",
+                        flag="search profile")
+    threads: int = _opt(2, lo=1, hi=16, doc="threads per TFLite interpreter",
+                        flag="threads per TFLite interpreter")
     runtime: str = _opt("auto", choices=RUNTIMES,
-                        doc="auto (ai_edge_litert, else tflite_runtime), litert or tflite")
+                        doc="auto (ai_edge_litert, else tflite_runtime), litert or tflite",
+                        flag="TFLite runtime")
     min_score: float = _opt(0.0, lo=0.0, hi=0.99,
-                            doc="minimum face score after merging views; 0: the profile's")
+                            doc="minimum face score after merging views; 0: the profile's",
+                            flag="minimum face score (0: profile's)")
     min_face: float = _opt(0.0, lo=0.0, hi=1_000_000.0,
                            doc="smallest face (pixels) the search plans views for; "
-                               "0: the profile's")
+                               "0: the profile's",
+                           flag="smallest face in pixels to plan views for (0: profile's; a "
+                                "huge value leaves only the whole-frame view)")
     flat_std: float = _opt(-1.0, lo=-1.0, hi=255.0,
                            doc="skip tiles whose grey std is below this; 0 never skips; "
                                "-1: the profile's")
@@ -65,23 +90,29 @@ class DetectConfig:
     second_megapixels: float = _opt(0.0, lo=0.0, hi=100.0,
                                     doc="the second model sees each frame at this many "
                                         "megapixels at most; 0: the profile's")
-    models_dir: str = _opt("", doc="folder with the .tflite files; empty: the package's models/")
+    models_dir: str = _opt("", doc="folder with the .tflite files; empty: the package's models/",
+                           flag="folder holding the .tflite models")
 
 
 @dataclass(frozen=True)
 class RedactConfig:
-    mode: str = _opt("blur", choices=MODES, doc="blur, pixelate or solid fill")
-    shape: str = _opt("ellipse", choices=SHAPES, doc="ellipse or box")
+    mode: str = _opt("blur", choices=tuple(Mode), doc="blur, pixelate or solid fill",
+                     flag="blur, pixelate or solid", pixels=True)
+    shape: str = _opt("ellipse", choices=tuple(Shape), doc="ellipse or box",
+                      flag="ellipse or box", pixels=True)
     expand: float = _opt(1.3, lo=1.0, hi=3.0,
-                         doc="region size relative to the detected box (privacy first)")
-    outline: bool = _opt(False, doc="draw a thin outline around each redacted area")
+                         doc="region size relative to the detected box (privacy first)",
+                         flag="region size relative to the face box")
+    outline: bool = _opt(False, doc="draw a thin outline around each redacted area",
+                         flag="outline regions", pixels=True)
     color: tuple[int, int, int] = _opt((0, 0, 0), doc="RGB fill for solid mode and the outline")
 
 
 @dataclass(frozen=True)
 class InputConfig:
     max_pixels: int = _opt(64_000_000, lo=1, hi=1_000_000_000,
-                           doc="largest image accepted, checked from the header before decoding")
+                           doc="largest image accepted, checked from the header before decoding",
+                           flag="largest image accepted (pixels)")
 
 
 @dataclass(frozen=True)

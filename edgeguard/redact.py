@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import cv2
 import numpy as np
 
+from edgeguard.config import Mode, Shape
 from edgeguard.errors import RedactionError
 from edgeguard.geometry import Box, Region
 
@@ -38,17 +39,6 @@ if TYPE_CHECKING:
 
 
 _E = TypeVar("_E", bound=StrEnum)
-
-
-class Mode(StrEnum):
-    BLUR = "blur"
-    PIXELATE = "pixelate"
-    SOLID = "solid"
-
-
-class Shape(StrEnum):
-    ELLIPSE = "ellipse"
-    BOX = "box"
 
 
 # Expansion. BlazeFace boxes run from about the eyebrows to the chin and are square, so hair and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -92,3 +93,26 @@ def test_reference_lists_every_key() -> None:
     for name, cls in config.SECTIONS.items():
         for f in dataclasses.fields(cls):
             assert f"`{name}.{f.name}`" in ref
+
+
+def test_flags_come_from_the_config_keys_and_override_the_file(tmp_path: Path) -> None:
+    from edgeguard.cli import build_parser
+    from edgeguard.commands.common import load_config
+
+    flagged = {f.name.replace("_", "-"): bool(f.metadata["pixels"])
+               for s in ("detect", "redact", "input")
+               for f in dataclasses.fields(config.SECTIONS[s]) if f.metadata["flag"]}
+    assert set(flagged) == {"profile", "threads", "runtime", "min-score", "min-face",
+                            "models-dir", "mode", "shape", "expand", "outline", "max-pixels"}
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, pixels_too in (("blur", True), ("detect", False)):
+        options = set(sub.choices[command]._option_string_actions)
+        assert {f"--{n}" for n, pixels in flagged.items() if pixels_too or not pixels} <= options
+        assert pixels_too or not {f"--{n}" for n, pixels in flagged.items() if pixels} & options
+    path = _write(tmp_path, '[detect]\nthreads = 3\nprofile = "fast"\n[redact]\nmode = "solid"\n')
+    args = parser.parse_args(["blur", "-o", str(tmp_path), "--config", str(path), "--threads",
+                              "4", "--shape", "box", "--outline", "--max-pixels", "10", "x.jpg"])
+    cfg = load_config(args)
+    assert (cfg.detect.threads, cfg.detect.profile, cfg.redact.mode, cfg.redact.shape,
+            cfg.redact.outline, cfg.input.max_pixels) == (4, "fast", "solid", "box", True, 10)

@@ -15,10 +15,11 @@ import pytest
 
 from edgeguard import config, models
 from edgeguard.detect.detector import FaceDetector
+from edgeguard.detect.profiles import PROFILES
 from edgeguard.redact import region_for
 from edgeguard.tally import tally
 
-PROFILE_NAMES = config.PROFILES
+PROFILE_NAMES = tuple(PROFILES)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from edgeguard.detect.planner import (
     plan,
     tile_is_flat,
 )
+from edgeguard.detect.profiles import PROFILES
 from edgeguard.pipeline import detect_params
 
 SIZES = [(4000, 3000), (3000, 4000), (1920, 1080), (1080, 1920), (1280, 720), (640, 480),
@@ -25,7 +26,7 @@ SIZES = [(4000, 3000), (3000, 4000), (1920, 1080), (1080, 1920), (1280, 720), (6
 
 # The profiles that run BlazeFace's multi-scale plan (balanced runs its whole-frame view
 # beside CenterFace: test_balanced_plans_the_whole_frame_view_only).
-TILED = tuple(p for p in config.PROFILES if p != "balanced")
+TILED = tuple(p for p in PROFILES if p != "balanced")
 
 
 def _params(profile: str) -> PlanParams:

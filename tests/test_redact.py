@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 
 from edgeguard import redact as redact_mod
-from edgeguard.config import RedactConfig
+from edgeguard.config import Mode, RedactConfig, Shape
 from edgeguard.errors import RedactionError
 from edgeguard.geometry import Box, Region
 from edgeguard.redact import (
     MIN_CELL_PX,
-    Mode,
-    Shape,
     redact,
     redact_boxes,
     region_for,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeguard.cli import command
-from edgeguard.config import PROFILES
+from edgeguard.detect.profiles import PROFILES
 from edgeguard.errors import ConfigError
 
 PEER_NAMES = ("deface", "seed")
@@ -37,7 +37,7 @@ def _add(p: argparse.ArgumentParser) -> None:
                         "added to ../shared/data/faces when that exists")
     p.add_argument("--no-default-sets", action="store_true",
                    help="measure only the --sets folders")
-    p.add_argument("--profiles", type=_csv(PROFILES, "profile", allow_none=True),
+    p.add_argument("--profiles", type=_csv(tuple(PROFILES), "profile", allow_none=True),
                    default=("balanced", "fast", "thorough"),
                    help=f"comma-separated profiles to measure ({','.join(PROFILES)}; "
                         "default all three; none to measure only the peers)")

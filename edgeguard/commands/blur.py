@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeguard import codec, fsutil
+from edgeguard import codec, config, fsutil
 from edgeguard.cli import command
 from edgeguard.commands.common import (
     Progress,
@@ -54,7 +54,7 @@ def _add(p: argparse.ArgumentParser) -> None:
                    help="image or video files, or folders")
     p.add_argument("-o", "--outdir", type=Path, required=True, help="folder for redacted copies")
     p.add_argument("-j", "--jobs", type=int, default=2, help="images in flight (default 2)")
-    p.add_argument("--format", choices=("same", "jpeg", "png", "webp"),
+    p.add_argument("--format", choices=config.OUTPUT_FORMATS,
                    help="output format (default: same as input)")
     p.add_argument("--quality", type=int, help="JPEG/WebP quality (default 90)")
     p.add_argument("--skip-existing", action="store_true",
@@ -97,8 +97,6 @@ def _write_sidecar(image: Path, text: str) -> str | None:
 
 @command("blur", "redact faces in images and videos; write metadata-free copies to a folder")(_add)
 def _blur(args: argparse.Namespace) -> int:
-    from edgeguard import config
-
     cfg = config.override(load_config(args), "output", format=args.format,
                           jpeg_quality=args.quality)
     # Inputs first: a typo is reported at once, without waiting for the models to load.

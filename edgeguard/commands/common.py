@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from edgeguard import config
 from edgeguard.config import Config
@@ -16,41 +18,51 @@ from edgeguard.config import Config
 HIDDEN_OR_PARTIAL = (".part", ".tmp", "~")
 
 
+# Sections whose keys may be flags (see config._opt's ``flag``), in --help order.
+_FLAG_SECTIONS = ("detect", "redact", "input")
+_DETECT_EXPAND = (" (sets each face's \"region\"; the redaction mode, shape and outline "
+                  "change only pixels, so detect has no flags for them)")
+
+
+def _flag_fields(redaction: bool) -> Iterator[tuple[str, dataclasses.Field[Any]]]:
+    """(section, field) of each config key the command takes as a flag; ``redaction=False``
+    leaves out the keys that change only pixels."""
+    for section in _FLAG_SECTIONS:
+        for f in dataclasses.fields(config.SECTIONS[section]):
+            if f.metadata["flag"] and (redaction or not f.metadata["pixels"]):
+                yield section, f
+
+
 def add_config_flags(p: argparse.ArgumentParser, *, redaction: bool = True) -> None:
-    """The config file and the flags that override it; ``redaction=False`` leaves out the
-    flags that only change pixels (`detect` prints no pixels, so they would change nothing)."""
+    """The config file and the flags that override it, made from the config's keys;
+    ``redaction=False`` leaves out the flags that only change pixels (`detect` prints no
+    pixels, so they would change nothing)."""
     p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
-    p.add_argument("--profile", choices=config.PROFILES, help="search profile")
-    p.add_argument("--threads", type=int, help="threads per TFLite interpreter")
-    p.add_argument("--runtime", choices=config.RUNTIMES, help="TFLite runtime")
-    p.add_argument("--min-score", type=float, help="minimum face score (0: profile's)")
-    p.add_argument("--min-face", type=float,
-                   help="smallest face in pixels to plan views for (0: profile's; a huge "
-                        "value leaves only the whole-frame view)")
-    p.add_argument("--models-dir", help="folder holding the .tflite models")
-    if redaction:
-        p.add_argument("--mode", choices=config.MODES, help="blur, pixelate or solid")
-        p.add_argument("--shape", choices=config.SHAPES, help="ellipse or box")
-        p.add_argument("--expand", type=float, help="region size relative to the face box")
-        p.add_argument("--outline", action="store_true", default=None,
-                       help="outline regions")
-    else:
-        p.add_argument("--expand", type=float,
-                       help="region size relative to the face box (sets each face's "
-                            "\"region\"; the redaction mode, shape and outline change only "
-                            "pixels, so detect has no flags for them)")
-    p.add_argument("--max-pixels", type=int, help="largest image accepted (pixels)")
+    hints = {name: typing.get_type_hints(cls) for name, cls in config.SECTIONS.items()
+             if name in _FLAG_SECTIONS}
+    for section, f in _flag_fields(redaction):
+        name = "--" + f.name.replace("_", "-")
+        text = f.metadata["flag"]
+        if section == "redact" and f.name == "expand" and not redaction:
+            text += _DETECT_EXPAND
+        hint = hints[section][f.name]
+        if hint is bool:
+            p.add_argument(name, action="store_true", default=None, help=text)
+        elif f.metadata["choices"]:
+            p.add_argument(name, choices=[str(c) for c in f.metadata["choices"]], help=text)
+        elif hint is str:
+            p.add_argument(name, help=text)
+        else:
+            p.add_argument(name, type=hint, help=text)  # int or float
 
 
 def load_config(args: argparse.Namespace) -> Config:
+    """The config file with the flags given (those not None) applied."""
     cfg = config.load(args.config)
-    cfg = config.override(cfg, "detect", profile=args.profile, threads=args.threads,
-                          runtime=args.runtime, min_score=args.min_score, min_face=args.min_face,
-                          models_dir=args.models_dir)
-    cfg = config.override(cfg, "redact", mode=getattr(args, "mode", None),
-                          shape=getattr(args, "shape", None), expand=args.expand,
-                          outline=getattr(args, "outline", None))
-    return config.override(cfg, "input", max_pixels=args.max_pixels)
+    for section in _FLAG_SECTIONS:
+        cfg = config.override(cfg, section, **{
+            f.name: getattr(args, f.name, None) for s, f in _flag_fields(True) if s == section})
+    return cfg
 
 
 def expand_inputs(inputs: list[Path]) -> Iterator[tuple[Path, Path]]:
