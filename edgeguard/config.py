@@ -14,6 +14,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -254,21 +255,24 @@ class CameraConfig:
                                doc="camera videos in the outbox are kept under this total; "
                                    "the oldest go first")
 
-    def __post_init__(self) -> None:
-        if not _CAMERA_SOURCE.fullmatch(self.source):
-            raise ConfigError(f"camera.source: {self.source!r} is not none, auto, "
-                              "picamera2[:N], v4l2:N or file:PATH")
-        for key in ("main_size", "lores_size"):
-            w, h = getattr(self, key)
-            if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
-                raise ConfigError(f"camera.{key}: {w}x{h} must be even numbers, 16-16384")
-        for i, poly in enumerate(self.masks):
-            if len(poly) < 3:
-                raise ConfigError(f"camera.masks[{i}]: a polygon needs at least 3 points, "
-                                  f"got {len(poly)}")
-        if (self.lores_size[0] > self.main_size[0]
-                or self.lores_size[1] > self.main_size[1]):
-            raise ConfigError("camera.lores_size must not be larger than camera.main_size")
+
+def _camera_problems(c: CameraConfig) -> list[str]:
+    """The [camera] checks that span a key's value or several keys, every one that fails."""
+    problems = []
+    if not _CAMERA_SOURCE.fullmatch(c.source):
+        problems.append(f"camera.source: {c.source!r} is not none, auto, picamera2[:N], "
+                        "v4l2:N or file:PATH")
+    for key in ("main_size", "lores_size"):
+        w, h = getattr(c, key)
+        if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
+            problems.append(f"camera.{key}: {w}x{h} must be even numbers, 16-16384")
+    for i, poly in enumerate(c.masks):
+        if len(poly) < 3:
+            problems.append(f"camera.masks[{i}]: a polygon needs at least 3 points, "
+                            f"got {len(poly)}")
+    if c.lores_size[0] > c.main_size[0] or c.lores_size[1] > c.main_size[1]:
+        problems.append("camera.lores_size must not be larger than camera.main_size")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -312,6 +316,9 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     source: str = field(default="<defaults>", compare=False)
 
+
+# Checks beyond one key's type and range, reported like the rest (file and key named).
+_CROSS_CHECKS: dict[str, Callable[[Any], list[str]]] = {"camera": _camera_problems}
 
 SECTIONS: dict[str, type[Any]] = {
     f.name: f.default_factory  # type: ignore[misc]
@@ -397,11 +404,12 @@ def _section(name: str, cls: type[Any], data: Any, problems: list[str]) -> Any:
             problems.append(str(exc))
     if len(problems) > before:
         return None
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:  # checks across keys (__post_init__)
-        problems.append(str(exc))
+    section = cls(**kwargs)
+    across = _CROSS_CHECKS.get(name)
+    if across is not None and (found := across(section)):
+        problems.extend(found)
         return None
+    return section
 
 
 def _raise_all(source: str, problems: list[str]) -> None:

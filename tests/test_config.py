@@ -116,3 +116,14 @@ def test_flags_come_from_the_config_keys_and_override_the_file(tmp_path: Path) -
     cfg = load_config(args)
     assert (cfg.detect.threads, cfg.detect.profile, cfg.redact.mode, cfg.redact.shape,
             cfg.redact.outline, cfg.input.max_pixels) == (4, "fast", "solid", "box", True, 10)
+
+
+def test_camera_errors_name_the_file_and_come_all_at_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[camera]\nmain_size = [640, 480]\nlores_size = [1280, 721]\n"
+                            "masks = [[[0, 0], [5, 5]]]\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert str(err.value) == (
+        f"{path}: 3 errors: camera.lores_size: 1280x721 must be even numbers, 16-16384; "
+        "camera.masks[0]: a polygon needs at least 3 points, got 2; "
+        "camera.lores_size must not be larger than camera.main_size")
