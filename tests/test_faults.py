@@ -438,7 +438,7 @@ def test_a_bug_while_recording_a_failure_does_not_kill_the_worker(tmp_path: Path
     cfg = config.from_dict({"daemon": {"stable_s": 0.1, "workers": 1}})
     daemon = DaemonCore(cfg, paths, _Junk(), notify=lambda m: True)
     sink = _BrokenFailedSink()
-    daemon.failed = daemon.items.failed = sink  # type: ignore[assignment]
+    daemon.failed = daemon.ends.failed = sink  # type: ignore[assignment]
     (paths.inbox / "a.jpg").write_bytes(b"junk")
     result: list[int] = []
     t = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)

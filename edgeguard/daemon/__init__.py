@@ -22,10 +22,12 @@ the spool is the queue, rescanned at start. See
 """
 
 from .core import Companion, Daemon
-from .items import ItemHandler, ItemOutcome, Processor
+from .ends import Endings, ItemOutcome
+from .items import ItemHandler, Processor
 from .reload import RESTART_ONLY, config_changes, plan_reload
 from .supervisor import Supervisor
 from .workqueue import Backoff, WorkQueue
 
-__all__ = ["RESTART_ONLY", "Backoff", "Companion", "Daemon", "ItemHandler", "ItemOutcome",
-           "Processor", "Supervisor", "WorkQueue", "config_changes", "plan_reload"]
+__all__ = ["RESTART_ONLY", "Backoff", "Companion", "Daemon", "Endings", "ItemHandler",
+           "ItemOutcome", "Processor", "Supervisor", "WorkQueue", "config_changes",
+           "plan_reload"]

@@ -25,6 +25,7 @@ from edgeguard.sources import inbox, spool
 from edgeguard.startup import Paths
 from edgeguard.state import Stats, status_line, write_state
 
+from .ends import Endings
 from .intake import Intake
 from .items import ItemHandler, Processor
 from .lockfile import LockFile
@@ -96,12 +97,11 @@ class Daemon:
         self.namer = Namer(self.root, paths.outbox, hide=d.hide_filenames)
         self._stop = threading.Event()  # SIGTERM and SIGINT alike
         self._wake = threading.Event()
-        self.items = ItemHandler(cfg, processor, root=self.root, namer=self.namer,
-                                 outbox=self.outbox, failed=self.failed,
-                                 attempts=self.attempts, stats=self.stats,
-                                 settler=self.settler, queue=self.queue, backoff=self.backoff,
-                                 stopping=self._stop, wake=self._wake.set, notify=notify,
-                                 clock=clock)
+        self.ends = Endings(root=self.root, namer=self.namer, outbox=self.outbox,
+                            failed=self.failed, stats=self.stats, queue=self.queue,
+                            backoff=self.backoff, wake=self._wake.set, notify=notify)
+        self.items = ItemHandler(cfg, processor, self.ends, attempts=self.attempts,
+                                 settler=self.settler, stopping=self._stop, clock=clock)
         self.workers = WorkerPool(self.queue, self.backoff, self.items.handle,
                                   stopping=self._stop, wake=self._wake.set, clock=clock)
         self._reload_requested = False
@@ -135,7 +135,7 @@ class Daemon:
         if finished:
             logger.warning("journal: %d interrupted deliveries finished", len(finished))
         # Published, but the input could not be deleted: never redo those.
-        self.items.delivered |= self.outbox.undeletable
+        self.ends.delivered |= self.outbox.undeletable
         swept = self.outbox.sweep_temporaries()
         if swept:
             logger.warning("outbox: removed %d unfinished temporary files", swept)

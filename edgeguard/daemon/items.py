@@ -15,26 +15,21 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Protocol, cast
 
-from edgeguard import service
 from edgeguard.config import Config
 from edgeguard.errors import DetectionError, InputError, OutputError, RedactionError
-from edgeguard.lognames import Namer, printable
 from edgeguard.pipeline import Redacted
 from edgeguard.sinks.attempts import Attempts
-from edgeguard.sinks.failed import FailedSink
 from edgeguard.sinks.journal import Identity
-from edgeguard.sinks.outbox import Delivery, Outbox, output_rel
+from edgeguard.sinks.outbox import output_rel
 from edgeguard.sinks.sidecar import sidecar_text
 from edgeguard.sources import inbox
-from edgeguard.state import Stats
 from edgeguard.tally import tally
 from edgeguard.video import item as video
 
-from .workqueue import Backoff, WorkQueue
+from .ends import Endings, ItemOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +42,6 @@ class Processor(Protocol):
     def with_config(self, cfg: Config) -> Processor: ...
 
 
-class ItemOutcome(Enum):
-    DONE = "done"  # output published, input deleted
-    FAILED = "failed"  # input moved to failed/ with a reason
-    GONE = "gone"  # the input vanished (or was a folder) before it was read
-    DEFERRED = "deferred"  # still open for writing, or changed while read: settle again
-    BLOCKED = "blocked"  # the outbox or failed/ cannot take it now: retry with backoff
-
-
 def _no_touch() -> None:
     pass
 
@@ -62,34 +49,25 @@ def _no_touch() -> None:
 class ItemHandler:
     """Turns one spooled input into an output in the outbox or a record in failed/.
 
-    ``cfg`` and ``processor`` change on a reload (:meth:`configure`); the rest is shared
-    with the daemon: ``settler`` takes back files to look at again, ``queue`` hears of files
-    to rescan for, ``wake`` hurries the supervisor, ``stopping`` cancels a long video.
+    ``cfg`` and ``processor`` change on a reload (:meth:`configure`); ``ends`` records how
+    items end; ``settler`` takes back files to look at again; ``stopping`` cancels a long
+    video.
     """
 
-    def __init__(self, cfg: Config, processor: Processor, *, root: Path, namer: Namer,
-                 outbox: Outbox, failed: FailedSink, attempts: Attempts, stats: Stats,
-                 settler: inbox.Settler, queue: WorkQueue, backoff: Backoff,
-                 stopping: threading.Event, wake: Callable[[], None],
-                 notify: service.Notify = service.notify,
+    def __init__(self, cfg: Config, processor: Processor, ends: Endings, *,
+                 attempts: Attempts, settler: inbox.Settler, stopping: threading.Event,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.processor = processor
-        self.root = root
-        self.namer = namer
-        self.outbox = outbox
-        self.failed = failed
+        self.ends = ends
+        self.root = ends.root
+        self.namer = ends.namer
+        self.outbox = ends.outbox
+        self.stats = ends.stats
         self.attempts = attempts
-        self.stats = stats
         self.settler = settler
-        self.queue = queue
-        self.backoff = backoff
         self._stopping = stopping
-        self._wake = wake
-        self._notify = notify
         self._clock = clock
-        # Delivered inputs whose deletion failed: never redo them (a second output).
-        self.delivered: set[Identity] = set()
         self.videos: dict[Path, video.Meter] = {}  # videos in progress, for the state file
         self._video_lock = threading.Lock()
         self._fd_paths = Path("/proc/self/fd").is_dir()
@@ -110,7 +88,7 @@ class ItemHandler:
             logger.error("internal error on %s:\n%s", name(path), self.namer.scrub(trace, path))
             reason = f"internal error: {type(exc).__name__}: {exc}"
         try:
-            return self._fail(path, reason)
+            return self.ends.fail(path, reason)
         except Exception as exc:
             # Recording the failure failed too: the input stays queued in the spool (a rescan
             # retries it) and, above all, the calling worker thread lives on.
@@ -129,17 +107,17 @@ class ItemHandler:
             return ItemOutcome.GONE  # its files are watched and scanned themselves
         reason = inbox.refusal(kind)
         if reason is not None:
-            return self._fail(path, reason, refused=True)
-        if Identity.of(st) in self.delivered:
-            return self._retry_delete(path, st)
+            return self.ends.fail(path, reason, refused=True)
+        if Identity.of(st) in self.ends.delivered:
+            return self.ends.retry_delete(path, st)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return ItemOutcome.GONE
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # swapped for a link since the lstat
-                return self._fail(path, inbox.refusal(inbox.Kind.SYMLINK) or "", refused=True)
-            return self._fail(path, f"cannot open: {exc.strerror}")
+                return self.ends.fail(path, inbox.refusal(inbox.Kind.SYMLINK) or "", refused=True)
+            return self.ends.fail(path, f"cannot open: {exc.strerror}")
         try:
             return self._process(path, fd, st, seen, touch)
         finally:
@@ -168,7 +146,7 @@ class ItemHandler:
         deaths = self.attempts.begin(identity)
         try:
             if deaths >= self.attempts.limit:
-                return self._fail(path, f"the daemon stopped {deaths} times while processing "
+                return self.ends.fail(path, f"the daemon stopped {deaths} times while processing "
                                         "this file (crash, hang or out of memory); it is not "
                                         "tried again")
             kind = video.kind_of_fd(fd)
@@ -177,7 +155,7 @@ class ItemHandler:
             try:
                 result = processor.redact_file(source)
             except (InputError, DetectionError, RedactionError) as exc:
-                return self._fail(path, str(exc))
+                return self.ends.fail(path, str(exc))
             if Identity.of(os.fstat(fd)) != identity:
                 logger.info("%s changed while it was read; it is taken again once settled",
                             self.namer.name(path))
@@ -196,27 +174,14 @@ class ItemHandler:
             delivery = self.outbox.deliver(source=path, identity=identity, rel_out=rel_out,
                                            data=result.data, sidecar=sidecar)
         except OutputError as exc:
-            return self._blocked(path, str(exc))
-        self._completed(path, identity, delivery)
+            return self.ends.blocked(path, str(exc))
+        self.ends.completed(path, identity, delivery)
         latency = self._clock() - seen
         found = tally(result.detections)
         self.stats.done(faces=found.faces, weak=found.weak, latency_s=latency)
         logger.info("redacted %s: %s in %.0f ms -> %s", self.namer.name(path), found.text(),
                     latency * 1000.0, self.namer.out_name(delivery.final))
         return ItemOutcome.DONE
-
-    def _completed(self, path: Path, identity: Identity, delivery: Delivery) -> None:
-        """After a delivery: the outbox works again; the input leaves the spool (a failure
-        to remove it is remembered, so it is not redone)."""
-        if self.backoff.success():
-            logger.warning("outbox writable again; resuming")
-            self._wake()
-        try:
-            self.outbox.complete(delivery)
-        except OSError as exc:
-            self.delivered.add(identity)
-            logger.error("%s was delivered but cannot be removed from the inbox (%s); "
-                         "it will not be redone", self.namer.name(path), exc.strerror)
 
     def _video(self, path: Path, fd: int, source: Path, identity: Identity, seen: float,
                kind: str, touch: Callable[[], None]) -> ItemOutcome:
@@ -262,9 +227,9 @@ class ItemHandler:
             delivery = self.outbox.deliver(source=path, identity=identity,
                                            rel_out=output_name(rel, kind), data=write)
         except (InputError, DetectionError, RedactionError) as exc:
-            return self._fail(path, str(exc))
+            return self.ends.fail(path, str(exc))
         except OutputError as exc:
-            return self._blocked(path, str(exc))
+            return self.ends.blocked(path, str(exc))
         except video.Cancelled as exc:
             logger.info("%s: video %s; it is taken again from the start",
                         self.namer.name(path), exc or "stopped")
@@ -273,7 +238,7 @@ class ItemHandler:
             return ItemOutcome.DEFERRED
         finally:
             self.videos.pop(path, None)
-        self._completed(path, identity, delivery)
+        self.ends.completed(path, identity, delivery)
         assert result is not None
         latency = self._clock() - seen
         self.stats.done(faces=result.faces, latency_s=latency)
@@ -282,50 +247,3 @@ class ItemHandler:
                     result.audio_packets, latency, self.namer.out_name(delivery.final))
         return ItemOutcome.DONE
 
-    def _retry_delete(self, path: Path, st: os.stat_result) -> ItemOutcome:
-        identity = Identity.of(st)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.debug("still cannot remove a delivered input: %s", exc.strerror)
-            return ItemOutcome.BLOCKED
-        self.delivered.discard(identity)
-        return ItemOutcome.DONE
-
-    def _fail(self, path: Path, reason: str, *, refused: bool = False) -> ItemOutcome:
-        """Fail closed: nothing to the outbox; the raw file to failed/ with its reason."""
-        try:
-            rel = path.relative_to(self.root)
-            kept = self.failed.record(path, rel, reason)
-        except FileNotFoundError:
-            if not os.path.lexists(path):
-                return ItemOutcome.GONE
-            return self._blocked(path, "failed/ cannot take a file: folder missing")
-        except OSError as exc:
-            return self._blocked(path, f"failed/ cannot take a file: {exc.strerror or exc}")
-        hide = self.namer.hide
-        shown = self.namer.scrub(reason, path)
-        self.stats.failure(self.namer.name(path), shown, refused=refused,
-                           listed=None if hide else rel.as_posix())
-        # Where it is now: the operator fixes it there (only the folder when names are hidden).
-        where = self.failed.root if hide else kept.path
-        logger.warning("%s moved to %s: %s", self.namer.name(path), printable(str(where)),
-                       shown)
-        return ItemOutcome.FAILED
-
-    def _blocked(self, path: Path, reason: str) -> ItemOutcome:
-        """The input stays queued (in the spool); all work pauses, retried with backoff."""
-        pause, first = self.backoff.failure()
-        reason = self.namer.scrub(reason, path)
-        self.stats.error(reason)
-        if first:
-            logger.error("%s; %s stays queued, retrying in %.0f s (up to every %.0f s)",
-                         reason, self.namer.name(path), pause, self.backoff.cap_s)
-            self._notify(f"STATUS={reason}; retrying")
-        else:
-            logger.debug("%s; retrying in %.0f s", reason, pause)
-        # The path is released; the rescan that follows the pause finds it again.
-        self.queue.ask_rescan()
-        return ItemOutcome.BLOCKED
