@@ -25,6 +25,7 @@ from edgeguard.commands.status import render
 from edgeguard.config import Config
 from edgeguard.daemon import (
     Backoff,
+    Control,
     Daemon,
     ItemOutcome,
     Supervisor,
@@ -563,8 +564,8 @@ class FakeHost:
 
 def _supervisor(host: FakeHost, now: list[float], notes: Notes,
                 watchdog_s: float | None = None) -> Supervisor:
-    return Supervisor(host, stopping=threading.Event(), wake=threading.Event(), notify=notes,
-                      watchdog_s=watchdog_s, clock=lambda: now[0])
+    return Supervisor(host, Control(), notify=notes, watchdog_s=watchdog_s,
+                      clock=lambda: now[0])
 
 
 def test_the_supervisor_pings_the_watchdog_only_while_healthy() -> None:

@@ -26,8 +26,8 @@ from .ends import Endings, ItemOutcome
 from .items import ItemHandler, Processor
 from .reload import RESTART_ONLY, config_changes, plan_reload
 from .supervisor import Supervisor
-from .workqueue import Backoff, WorkQueue
+from .workqueue import Backoff, Control, WorkQueue
 
-__all__ = ["RESTART_ONLY", "Backoff", "Companion", "Daemon", "Endings", "ItemHandler",
+__all__ = ["RESTART_ONLY", "Backoff", "Companion", "Control", "Daemon", "Endings", "ItemHandler",
            "ItemOutcome", "Processor", "Supervisor", "WorkQueue", "config_changes",
            "plan_reload"]

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -32,7 +31,7 @@ from .lockfile import LockFile
 from .reload import plan_reload
 from .supervisor import Supervisor
 from .workers import WorkerPool
-from .workqueue import Backoff, WorkQueue
+from .workqueue import Backoff, Control, WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +71,7 @@ class Daemon:
         self.cfg = cfg
         self.camera = camera
         self.paths = paths
+        self.control = Control()  # the stop (SIGTERM and SIGINT alike) and the wake-up call
         self._load_config = load_config
         self._notify = notify
         self._watchdog_s = watchdog_s
@@ -95,15 +95,13 @@ class Daemon:
         self.watcher = inbox.InboxWatcher(self.root, ready=self.intake.hint,
                                           settler=self.settler)
         self.namer = Namer(self.root, paths.outbox, hide=d.hide_filenames)
-        self._stop = threading.Event()  # SIGTERM and SIGINT alike
-        self._wake = threading.Event()
         self.ends = Endings(root=self.root, namer=self.namer, outbox=self.outbox,
                             failed=self.failed, stats=self.stats, queue=self.queue,
-                            backoff=self.backoff, wake=self._wake.set, notify=notify)
+                            backoff=self.backoff, wake=self.control.wake, notify=notify)
         self.items = ItemHandler(cfg, processor, self.ends, attempts=self.attempts,
-                                 settler=self.settler, stopping=self._stop, clock=clock)
+                                 settler=self.settler, control=self.control, clock=clock)
         self.workers = WorkerPool(self.queue, self.backoff, self.items.handle,
-                                  stopping=self._stop, wake=self._wake.set, clock=clock)
+                                  control=self.control, clock=clock)
         self._reload_requested = False
         self._stuck_logged = False
         self._state_failing = False
@@ -112,12 +110,11 @@ class Daemon:
     # -- control (signal handlers call these) --------------------------------------------
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.control.stop()
 
     def request_reload(self) -> None:
         self._reload_requested = True
-        self._wake.set()
+        self.control.wake()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -156,7 +153,7 @@ class Daemon:
             logger.info("ready: drop images into %s; redacted copies appear in %s; "
                         "failed inputs move to %s", self.paths.inbox, self.paths.outbox,
                         self.paths.failed)
-            code = Supervisor(self, stopping=self._stop, wake=self._wake, notify=self._notify,
+            code = Supervisor(self, self.control, notify=self._notify,
                               watchdog_s=self._watchdog_s, clock=self._clock).run()
         finally:
             self.claimer.close()
@@ -164,7 +161,7 @@ class Daemon:
         return self._drain(code)
 
     def _drain(self, code: int) -> int:
-        self._stop.set()
+        self.control.stop()
         self.queue.close()
         self._notify("STOPPING=1")
         self.write_state("stopping")

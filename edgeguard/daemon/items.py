@@ -30,6 +30,7 @@ from edgeguard.tally import tally
 from edgeguard.video import item as video
 
 from .ends import Endings, ItemOutcome
+from .workqueue import Control
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,12 @@ class ItemHandler:
     """Turns one spooled input into an output in the outbox or a record in failed/.
 
     ``cfg`` and ``processor`` change on a reload (:meth:`configure`); ``ends`` records how
-    items end; ``settler`` takes back files to look at again; ``stopping`` cancels a long
-    video.
+    items end; ``settler`` takes back files to look at again; a stop (``control``) cancels
+    a long video.
     """
 
     def __init__(self, cfg: Config, processor: Processor, ends: Endings, *,
-                 attempts: Attempts, settler: inbox.Settler, stopping: threading.Event,
+                 attempts: Attempts, settler: inbox.Settler, control: Control,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.processor = processor
@@ -66,7 +67,7 @@ class ItemHandler:
         self.stats = ends.stats
         self.attempts = attempts
         self.settler = settler
-        self._stopping = stopping
+        self._control = control
         self._clock = clock
         self.videos: dict[Path, video.Meter] = {}  # videos in progress, for the state file
         self._video_lock = threading.Lock()
@@ -209,7 +210,7 @@ class ItemHandler:
         def progress(done: int, total: int | None) -> None:
             meter.update(done, total)
             touch()
-            if self._stopping.is_set():
+            if self._control.stopping:
                 raise video.Cancelled
 
         result: video.VideoResult | None = None
@@ -233,7 +234,7 @@ class ItemHandler:
         except video.Cancelled as exc:
             logger.info("%s: video %s; it is taken again from the start",
                         self.namer.name(path), exc or "stopped")
-            if not self._stopping.is_set():
+            if not self._control.stopping:
                 self.settler.track(path)
             return ItemOutcome.DEFERRED
         finally:

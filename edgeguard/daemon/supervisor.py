@@ -9,7 +9,6 @@ daemon's); the supervisor only keeps the times.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -18,6 +17,7 @@ from edgeguard import service
 from edgeguard.state import status_line
 
 from .workers import TICK_S
+from .workqueue import Control
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +54,16 @@ class Host(Protocol):
 
 
 class Supervisor:
-    def __init__(self, host: Host, *, stopping: threading.Event, wake: threading.Event,
+    def __init__(self, host: Host, control: Control, *,
                  notify: service.Notify = service.notify, watchdog_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._host = host
-        self._stopping = stopping
-        self._wake = wake
+        self._control = control
         self._notify = notify
-        self._watchdog_s = watchdog_s
         self._clock = clock
-        self.tick = TICK_S if watchdog_s is None else min(TICK_S, watchdog_s / 4)
+        # A ping every quarter of systemd's watchdog period, and a tick at least as often.
+        self._ping_every = None if watchdog_s is None else watchdog_s / 4
+        self.tick = TICK_S if self._ping_every is None else min(TICK_S, self._ping_every)
         now = clock()
         self._next_rescan = now + host.rescan_s()
         self._next_prune = now
@@ -74,10 +74,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Step until stopped (0) or until a step finds a fault (1)."""
-        while not self._stopping.is_set():
-            self._wake.wait(self.tick)
-            self._wake.clear()
-            if self._stopping.is_set():
+        while not self._control.stopping:
+            self._control.wait_for_wake(self.tick)
+            if self._control.stopping:
                 break
             code = self.step()
             if code is not None:
@@ -100,8 +99,8 @@ class Supervisor:
             logger.error("%s; exiting so systemd restarts us", fault)
             return 1
         healthy = host.healthy(now)
-        if (self._watchdog_s is not None and healthy
-                and now - self._last_ping >= self._watchdog_s / 4):
+        if (self._ping_every is not None and healthy
+                and now - self._last_ping >= self._ping_every):
             self._notify("WATCHDOG=1")
             self._last_ping = now
         key = host.state_key()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .items import ItemOutcome
-from .workqueue import Backoff, WorkQueue
+from .workqueue import Backoff, Control, WorkQueue
 
 # How long an idle worker waits for the queue (or a pause) before it looks at the stop flag.
 TICK_S = 0.5
@@ -30,18 +30,16 @@ class Slot:
 
 
 class WorkerPool:
-    """``handle`` runs in each worker; ``wake`` asks the supervisor for a refill now."""
+    """``handle`` runs in each worker until ``control`` stops them."""
 
     def __init__(self, queue: WorkQueue, backoff: Backoff, handle: Handle, *,
-                 stopping: threading.Event, wake: Callable[[], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 control: Control, clock: Callable[[], float] = time.monotonic) -> None:
+        self.slots: list[Slot] = []
         self.queue = queue
         self.backoff = backoff
         self._handle = handle
-        self._stopping = stopping
-        self._wake = wake
+        self._control = control
         self._clock = clock
-        self.slots: list[Slot] = []
 
     def start(self, count: int) -> None:
         for i in range(count):
@@ -52,10 +50,10 @@ class WorkerPool:
             slot.thread.start()
 
     def _loop(self, slot: Slot) -> None:
-        while not self._stopping.is_set():
+        while not self._control.stopping:
             pause = self.backoff.remaining()
             if pause > 0:
-                self._stopping.wait(min(pause, TICK_S))
+                self._control.sleep(min(pause, TICK_S))
                 continue
             got = self.queue.take(timeout=TICK_S)
             if got is None:
@@ -72,7 +70,7 @@ class WorkerPool:
                 slot.current = None
                 self.queue.release(path)
             if self.queue.refill_due():
-                self._wake()  # refill from the inbox now, not at the next tick
+                self._control.wake()  # refill from the inbox now, not at the next tick
 
     def stuck(self, now: float, stuck_s: float) -> tuple[Path, float] | None:
         """The item a worker has been on longest, if that is over ``stuck_s``."""

@@ -100,6 +100,35 @@ class WorkQueue:
             return len(self._queue), len(self._in_flight)
 
 
+class Control:
+    """The one stop flag (SIGTERM and SIGINT alike) and the supervisor's wake-up call,
+    shared by the daemon's threads."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def sleep(self, timeout: float) -> None:
+        """Up to ``timeout``; a stop ends it early (a worker's pause)."""
+        self._stop.wait(timeout)
+
+    def wait_for_wake(self, timeout: float) -> None:
+        """Up to ``timeout``; a wake-up or a stop ends it early (the supervisor's tick)."""
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+
 class Backoff:
     """Pauses all work while the outbox (or failed/) cannot be written.
 
