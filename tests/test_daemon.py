@@ -310,6 +310,33 @@ def test_an_unwritable_outbox_pauses_work_and_resumes_by_itself(
     r.stop()
 
 
+def test_the_item_handler_returns_how_each_item_ended(layout: Paths) -> None:
+    """One item at a time, in this thread: the handler's outcome and what it left."""
+    d = Daemon(_cfg(), layout, FakeProcessor(), notify=Notes())
+    d.open()
+    grow = _drop(layout.spool, "grow.jpg", b"GROW")  # first: it grows on the first call
+    ok = _drop(layout.spool, "sub/ok.jpg", b"OK")
+    bad = _drop(layout.spool, "bad.jpg", b"BAD")
+    bug = _drop(layout.spool, "bug.jpg", b"BUG")
+    (layout.spool / "link.jpg").symlink_to(ok)
+    (layout.spool / "folder").mkdir()
+    handle = d.items.handle
+    assert handle(grow, 0.0) is ItemOutcome.DEFERRED and grow in d.settler
+    assert handle(grow, 0.0) is ItemOutcome.DONE
+    assert handle(ok, 0.0) is ItemOutcome.DONE
+    assert handle(bad, 0.0) is ItemOutcome.FAILED
+    assert handle(bug, 0.0) is ItemOutcome.FAILED  # the boundary: a bug fails the item
+    assert handle(layout.spool / "link.jpg", 0.0) is ItemOutcome.FAILED
+    assert handle(layout.spool / "folder", 0.0) is ItemOutcome.GONE
+    assert handle(layout.spool / "never.jpg", 0.0) is ItemOutcome.GONE
+    assert _tree(layout.outbox) == {"grow.jpg": b"REDACTED:GROW and more",
+                                    "sub/ok.jpg": b"REDACTED:OK"}
+    assert sorted(p for p in _tree(layout.failed) if not p.endswith(".reason")) == [
+        "bad.jpg", "bug.jpg"]
+    assert (layout.failed / "link.jpg").is_symlink()
+    assert sorted(os.listdir(layout.spool)) == ["folder", "sub"]
+
+
 def test_an_unwritable_outbox_is_retried_with_backoff_and_logged_once(
         layout: Paths, caplog: pytest.LogCaptureFixture) -> None:
     """The item handler alone, no threads, on a fake clock: blocked items stay in the
