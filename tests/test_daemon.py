@@ -23,8 +23,18 @@ from helpers.daemon import PATIENCE, wait_for
 from edgeguard import config, startup
 from edgeguard.commands.status import render
 from edgeguard.config import Config
-from edgeguard.daemon import Backoff, Daemon, WorkQueue, config_changes
+from edgeguard.daemon import (
+    Backoff,
+    Control,
+    Daemon,
+    ItemOutcome,
+    Supervisor,
+    WorkQueue,
+    config_changes,
+    plan_reload,
+)
 from edgeguard.errors import ConfigError, DecodeError, ModelError, StartupError
+from edgeguard.lognames import Namer, shown
 from edgeguard.pipeline import Redacted
 from edgeguard.startup import Paths
 from edgeguard.web.status import read_state
@@ -278,7 +288,7 @@ def test_a_deferred_file_is_taken_again_even_when_settled_before_its_worker_lets
     r.stop()
 
 
-def test_an_unwritable_outbox_pauses_work_and_loses_nothing(
+def test_an_unwritable_outbox_pauses_work_and_resumes_by_itself(
         layout: Paths, start: Callable[..., Running], caplog: pytest.LogCaptureFixture) -> None:
     layout.outbox.rmdir()
     layout.outbox.write_bytes(b"not a folder")  # every delivery fails
@@ -287,19 +297,79 @@ def test_an_unwritable_outbox_pauses_work_and_loses_nothing(
         for i in range(3):
             _drop(layout.inbox, f"k{i}.jpg", b"K")
         # The pause starts just before the outage is logged: wait for the line itself.
-        wait_for(lambda: r.daemon.backoff.failing and "stays queued" in caplog.text, 5,
+        # Claimed into the private spool at once, and kept there while the outbox is down.
+        wait_for(lambda: r.daemon.backoff.failing and "stays queued" in caplog.text
+                 and sorted(_tree(layout.spool)) == ["k0.jpg", "k1.jpg", "k2.jpg"], 5,
                  "the outbox to fail")
-        time.sleep(1.5)
-    # Claimed into the private spool at once, and kept there while the outbox is down.
     assert _tree(layout.inbox) == {}
-    assert sorted(_tree(layout.spool)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
-    assert caplog.text.count("stays queued") == 1  # logged once, not per retry
     layout.outbox.unlink()
     layout.outbox.mkdir()
     wait_for(lambda: len(_tree(layout.outbox)) == 3 and not _tree(layout.spool), 10,
              "outputs after recovery")
     assert not r.daemon.backoff.failing
     r.stop()
+
+
+def test_the_item_handler_returns_how_each_item_ended(layout: Paths) -> None:
+    """One item at a time, in this thread: the handler's outcome and what it left."""
+    d = Daemon(_cfg(), layout, FakeProcessor(), notify=Notes())
+    d.open()
+    grow = _drop(layout.spool, "grow.jpg", b"GROW")  # first: it grows on the first call
+    ok = _drop(layout.spool, "sub/ok.jpg", b"OK")
+    bad = _drop(layout.spool, "bad.jpg", b"BAD")
+    bug = _drop(layout.spool, "bug.jpg", b"BUG")
+    (layout.spool / "link.jpg").symlink_to(ok)
+    (layout.spool / "folder").mkdir()
+    handle = d.items.handle
+    assert handle(grow, 0.0) is ItemOutcome.DEFERRED and grow in d.settler
+    assert handle(grow, 0.0) is ItemOutcome.DONE
+    assert handle(ok, 0.0) is ItemOutcome.DONE
+    assert handle(bad, 0.0) is ItemOutcome.FAILED
+    assert handle(bug, 0.0) is ItemOutcome.FAILED  # the boundary: a bug fails the item
+    assert handle(layout.spool / "link.jpg", 0.0) is ItemOutcome.FAILED
+    assert handle(layout.spool / "folder", 0.0) is ItemOutcome.GONE
+    assert handle(layout.spool / "never.jpg", 0.0) is ItemOutcome.GONE
+    assert _tree(layout.outbox) == {"grow.jpg": b"REDACTED:GROW and more",
+                                    "sub/ok.jpg": b"REDACTED:OK"}
+    assert sorted(p for p in _tree(layout.failed) if not p.endswith(".reason")) == [
+        "bad.jpg", "bug.jpg"]
+    assert (layout.failed / "link.jpg").is_symlink()
+    assert sorted(os.listdir(layout.spool)) == ["folder", "sub"]
+
+
+def test_an_unwritable_outbox_is_retried_with_backoff_and_logged_once(
+        layout: Paths, caplog: pytest.LogCaptureFixture) -> None:
+    """The item handler alone, no threads, on a fake clock: blocked items stay in the
+    spool, each retry after a pause doubles it up to retry_max_s, the outage is logged (and
+    sent as STATUS) once, and the same files are delivered once the outbox works."""
+    now = [1000.0]
+    notes = Notes()
+    d = Daemon(_cfg(retry_max_s=4.0), layout, FakeProcessor(), notify=notes,
+               clock=lambda: now[0])
+    d.open()
+    layout.outbox.rmdir()
+    layout.outbox.write_bytes(b"not a folder")
+    spooled = [_drop(layout.spool, f"k{i}.jpg", b"K") for i in range(3)]
+    with caplog.at_level(logging.DEBUG, logger="edgeguard.daemon"):
+        assert [d.items.handle(p, now[0]) for p in spooled] == [ItemOutcome.BLOCKED] * 3
+        assert d.paused() and d.backoff.remaining() == 1.0  # in-progress ones: not extended
+        for pause in (2.0, 4.0, 4.0):
+            now[0] += d.backoff.remaining()
+            assert not d.paused()
+            assert d.items.handle(spooled[0], now[0]) is ItemOutcome.BLOCKED
+            assert d.backoff.remaining() == pause
+    assert caplog.text.count("stays queued") == 1
+    assert sum(m.startswith("STATUS=") for _, m in notes.messages) == 1
+    assert sorted(_tree(layout.spool)) == ["k0.jpg", "k1.jpg", "k2.jpg"]
+    assert d.queue.refill_due()  # the rescan after the pause finds them again
+    layout.outbox.unlink()
+    layout.outbox.mkdir()
+    now[0] += d.backoff.remaining()
+    with caplog.at_level(logging.WARNING, logger="edgeguard.daemon"):
+        assert [d.items.handle(p, now[0]) for p in spooled] == [ItemOutcome.DONE] * 3
+    assert caplog.text.count("outbox writable again") == 1 and not d.backoff.failing
+    assert _tree(layout.outbox) == {f"k{i}.jpg": b"REDACTED:K" for i in range(3)}
+    assert _tree(layout.spool) == {}
 
 
 def test_a_stuck_worker_stops_the_watchdog_pings(
@@ -342,6 +412,7 @@ def test_reload_applies_what_it_can_and_keeps_the_rest(
         return item
 
     r = start(_cfg(), load_config=load)
+    watchdog_level = logging.getLogger("watchdog").level  # set at start-up, then left alone
     with caplog.at_level(logging.INFO, logger="edgeguard.daemon"):
         nxt.append(config.from_dict({"redact": {"mode": "solid"}, "daemon": {
             "stable_s": 0.1, "retry_max_s": 1.0, "rescan_s": 60.0, "hide_filenames": True,
@@ -349,6 +420,7 @@ def test_reload_applies_what_it_can_and_keeps_the_rest(
         r.daemon.request_reload()
         wait_for(lambda: "reload: applied" in caplog.text, 5, "reload")
     assert r.daemon.cfg.redact.mode == "solid" and r.daemon.cfg.daemon.hide_filenames
+    assert logging.getLogger("watchdog").level == watchdog_level == logging.WARNING
     assert r.daemon.cfg.daemon.inbox == ""  # needs a restart: kept
     assert "daemon.inbox need a restart" in caplog.text
     assert [c.redact.mode for c in r.processor.configs] == ["solid"]
@@ -446,6 +518,139 @@ def test_config_changes_lists_each_key() -> None:
     new = config.from_dict({"redact": {"mode": "solid"}, "daemon": {"workers": 3}})
     assert config_changes(old, new) == [("redact", "mode", "blur", "solid"),
                                         ("daemon", "workers", 2, 3)]
+
+
+def test_log_names_are_printable_or_hidden(tmp_path: Path) -> None:
+    namer = Namer(tmp_path / "spool", tmp_path / "outbox", hide=False)
+    path = tmp_path / "spool" / "sub" / "a\nb.jpg"
+    assert namer.name(path) == "sub/a\\nb.jpg"  # a newline cannot forge a log line
+    assert namer.out_name(tmp_path / "outbox" / "x.jpg") == "x.jpg"
+    namer.hide = True
+    token = namer.name(path)
+    assert token.startswith("file#") and token == namer.name(path)
+    assert namer.scrub(f"cannot read {path}: sub/a\nb.jpg", path) == (
+        f"cannot read {token}: {token}")
+    assert namer.out_name(tmp_path / "outbox" / "x.jpg") == shown("x.jpg", hide=True)
+
+
+def test_a_reload_plan_keeps_restart_only_settings() -> None:
+    old = Config()
+    new = config.from_dict({"redact": {"mode": "solid"},
+                            "daemon": {"workers": 3, "stable_s": 2.0}})
+    plan = plan_reload(old, new)
+    assert plan.kept == [("daemon", "workers", 2, 3)]
+    assert plan.applied == [("redact", "mode", "blur", "solid"), ("daemon", "stable_s", 1.0, 2.0)]
+    assert plan.cfg.daemon.workers == 2 and plan.cfg.daemon.stable_s == 2.0
+    assert plan.rebuilds_processor
+    assert not plan_reload(old, config.from_dict({"daemon": {"stable_s": 2.0}})
+                           ).rebuilds_processor
+
+
+class FakeHost:
+    """What the supervisor steers, reduced to flags and a log of what it was told to do."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.is_paused = False
+        self.wants_refill = False
+        self.why: str | None = None
+        self.ok = True
+        self.key: tuple[object, ...] = (0,)
+
+    def housekeep(self) -> None:
+        pass
+
+    def rescan_s(self) -> float:
+        return 60.0
+
+    def paused(self) -> bool:
+        return self.is_paused
+
+    def refill_due(self) -> bool:
+        return self.wants_refill
+
+    def rescan(self) -> None:
+        self.done.append("rescan")
+
+    def prune(self) -> None:
+        self.done.append("prune")
+
+    def fault(self) -> str | None:
+        return self.why
+
+    def healthy(self, now: float) -> bool:
+        return self.ok
+
+    def state_key(self) -> tuple[object, ...]:
+        return self.key
+
+    def write_state(self, state: str) -> dict[str, object]:
+        self.done.append("state")
+        return {"processed": self.key[0], "failed": 0, "faces": 0}
+
+
+def _supervisor(host: FakeHost, now: list[float], notes: Notes,
+                watchdog_s: float | None = None) -> Supervisor:
+    return Supervisor(host, Control(), notify=notes, watchdog_s=watchdog_s,
+                      clock=lambda: now[0])
+
+
+def test_the_supervisor_pings_the_watchdog_only_while_healthy() -> None:
+    host, now, notes = FakeHost(), [0.0], Notes()
+    sup = _supervisor(host, now, notes, watchdog_s=4.0)  # a ping due every second
+    assert sup.tick == 0.5
+    pings = []
+    for t, ok in [(0.0, True), (0.5, True), (1.0, True), (2.0, False), (3.0, False),
+                  (3.5, True)]:
+        now[0], host.ok = t, ok
+        assert sup.step() is None
+        pings.append(notes.count("WATCHDOG=1"))
+    assert pings == [1, 1, 2, 2, 2, 3]
+
+
+def test_the_supervisor_rescans_on_time_or_for_a_refill_never_while_paused() -> None:
+    host, now, notes = FakeHost(), [0.0], Notes()
+    sup = _supervisor(host, now, notes)
+    sup.step()
+    assert host.done.count("rescan") == 0 and host.done.count("prune") == 1
+    host.wants_refill = host.is_paused = True
+    sup.step()
+    assert host.done.count("rescan") == 0  # the outbox pause holds the refill back
+    host.is_paused = False
+    sup.step()
+    assert host.done.count("rescan") == 1
+    host.wants_refill = False
+    now[0] = 59.0
+    sup.step()
+    assert host.done.count("rescan") == 1
+    now[0] = 60.0 + 1.0  # rescan_s after the refill
+    sup.step()
+    assert host.done.count("rescan") == 2 and host.done.count("prune") == 2
+
+
+def test_the_supervisor_writes_the_state_when_it_changes_at_most_once_a_second() -> None:
+    host, now, notes = FakeHost(), [0.0], Notes()
+    sup = _supervisor(host, now, notes)
+    written = []
+    for t, key in [(0.5, 0), (1.0, 1), (1.5, 2), (2.0, 2), (2.5, 3), (5.0, 3), (7.0, 3)]:
+        now[0], host.key = t, (key,)
+        sup.step()
+        written.append(host.done.count("state"))
+    # 1.5 and 2.5 changed it within a second of the last write: held back to the next step.
+    assert written == [0, 1, 1, 2, 2, 3, 3]
+    assert [m for _, m in notes.messages if m.startswith("STATUS=")] == [
+        f"STATUS=processed {n}, failed 0, faces 0 (+0 weak), queued 0, in progress 0"
+        for n in (1, 2, 3)]
+
+
+def test_the_supervisor_gives_up_on_a_fault(caplog: pytest.LogCaptureFixture) -> None:
+    host, now, notes = FakeHost(), [0.0], Notes()
+    sup = _supervisor(host, now, notes, watchdog_s=4.0)
+    host.why = "a worker thread died"
+    with caplog.at_level(logging.ERROR, logger="edgeguard.daemon"):
+        assert sup.step() == 1
+    assert "a worker thread died; exiting so systemd restarts us" in caplog.text
+    assert notes.count("WATCHDOG=1") == 0
 
 
 # -- start-up checks --------------------------------------------------------------------------

@@ -438,7 +438,7 @@ def test_a_bug_while_recording_a_failure_does_not_kill_the_worker(tmp_path: Path
     cfg = config.from_dict({"daemon": {"stable_s": 0.1, "workers": 1}})
     daemon = DaemonCore(cfg, paths, _Junk(), notify=lambda m: True)
     sink = _BrokenFailedSink()
-    daemon.failed = sink  # type: ignore[assignment]
+    daemon.failed = daemon.ends.failed = sink  # type: ignore[assignment]
     (paths.inbox / "a.jpg").write_bytes(b"junk")
     result: list[int] = []
     t = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
@@ -447,7 +447,7 @@ def test_a_bug_while_recording_a_failure_does_not_kill_the_worker(tmp_path: Path
         wait_for(lambda: sink.calls >= 2, 10, "two attempts to record the failure")
         (paths.inbox / "b.jpg").write_bytes(b"junk")
         wait_for(lambda: sink.calls >= 4, 10, "the worker to take the next file")
-        assert all(s.thread is not None and s.thread.is_alive() for s in daemon._slots)
+        assert all(s.thread is not None and s.thread.is_alive() for s in daemon.workers.slots)
         assert (paths.spool / "a.jpg").exists()  # kept (claimed) for a later pass, not lost
     finally:
         daemon.stop()

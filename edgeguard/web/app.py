@@ -41,6 +41,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from edgeguard import __version__
 from edgeguard.errors import InputError, StartupError
+from edgeguard.lognames import shown
 from edgeguard.web import results, status, uploads
 from edgeguard.web.auth import DeviceCookies, PasswordFile, RateLimiter, Session, Sessions
 
@@ -553,7 +554,7 @@ async def _receive(st: WebState, part: BodyPartReader, original: str,
 
     def refuse(code: int, reason: str) -> Outcome:
         logger.warning("web: upload %s refused: %s",
-                       "(name hidden)" if s.hide_filenames else repr(original), reason)
+                       shown(repr(original), hide=s.hide_filenames), reason)
         return Outcome(tracker.refused(original, reason), code)
 
     try:
@@ -600,8 +601,8 @@ async def _receive(st: WebState, part: BodyPartReader, original: str,
         placed_at = st.inbox.place(part_path, uploads.safe_name(original, fmt), fmt)
         placed = True
         logger.info("web: upload %s queued as %s (%d kB)",
-                    "(name hidden)" if s.hide_filenames else repr(original),
-                    "(name hidden)" if s.hide_filenames else placed_at.name, size // 1024)
+                    shown(repr(original), hide=s.hide_filenames),
+                    shown(placed_at.name, hide=s.hide_filenames), size // 1024)
         return Outcome(tracker.queued(original, placed_at), 200)
     finally:
         if not placed:
