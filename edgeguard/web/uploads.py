@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeguard import codec
+from edgeguard.codec import decode
 from edgeguard.errors import DecodeError
 from edgeguard.sinks.fileops import rename_noreplace
 from edgeguard.sinks.outbox import output_rel
@@ -65,20 +66,20 @@ _PNG_TRUNCATED = "truncated or corrupt PNG (image file is truncated)"
 def check_image(fh: IO[bytes], *, max_pixels: int) -> tuple[str, int, int]:
     """Format, width and height, or the daemon's reason (an InputError) for refusing it.
 
-    The header steps are the decoder's own (:mod:`edgeguard.codec`), in its order, so the
+    The header steps are the decoder's own (:mod:`edgeguard.codec.decode`), in its order, so the
     messages are the ones the daemon writes beside a failed file. ``fh`` must be seekable.
     """
     fh.seek(0)
-    fmt = codec._sniff(codec._read_head(fh))
-    img = codec._open_header(fh, fmt)
+    fmt = decode._sniff(decode._read_head(fh))
+    img = decode._open_header(fh, fmt)
     width, height = int(img.size[0]), int(img.size[1])
-    codec._check_size(width, height, max_pixels)
-    codec._check_single_image(img, fmt)
+    decode._check_size(width, height, max_pixels)
+    decode._check_single_image(img, fmt)
     size = os.fstat(fh.fileno()).st_size if _has_fileno(fh) else _length(fh)
     if fmt == "jpeg" and img.mode in ("RGB", "L"):
-        # The daemon decodes these with OpenCV after this same test (codec._decode_jpeg_cv2).
+        # The daemon decodes these with OpenCV after this same test (decode._decode_jpeg_cv2).
         with _view(fh, size) as data:
-            if data.rfind(b"\xff\xd9") < codec._scan_start(data):
+            if data.rfind(b"\xff\xd9") < decode._scan_start(data):
                 raise DecodeError("truncated or corrupt JPEG (no end-of-image marker)")
     elif fmt == "png":
         _check_png_complete(fh, size)
