@@ -298,14 +298,14 @@ def test_tracker_follows_an_upload_to_done_or_failed(tmp_path: Path) -> None:
     inbox.mkdir()
     outbox.mkdir()
     clock = FakeClock()
-    tracker = uploads.Tracker(inbox, outbox, clock=clock, wall=lambda: 500.0)
+    tracker = uploads.UploadTracker(inbox, outbox, clock=clock, wall=lambda: 500.0)
     good = tracker.queued("me.jpg", uploads.Placed("me.jpg", "me.jpg", "jpeg"))
     bad = tracker.queued("odd.bmp", uploads.Placed("odd.bmp", "odd.bmp", "bmp"))
     silent = tracker.queued("x.jpg", uploads.Placed("x.jpg", "x.jpg", "jpeg"))
     for name in ("me.jpg", "odd.bmp", "x.jpg"):
         (inbox / name).write_bytes(b"raw")
     tracker.refresh(None)
-    assert [u.status for u in (good, bad, silent)] == [uploads.Status.QUEUED] * 3
+    assert [u.status for u in (good, bad, silent)] == [uploads.UploadStatus.QUEUED] * 3
     assert tracker.waiting() == 3
     # The daemon: publish, then delete the input; or move it to failed/.
     (outbox / "me.jpg").write_bytes(b"redacted")
@@ -318,20 +318,20 @@ def test_tracker_follows_an_upload_to_done_or_failed(tmp_path: Path) -> None:
                  {"name": "odd.bmp", "reason": "truncated or corrupt BMP", "at": 501.0},
                  {"name": "y.jpg", "reason": "not an image", "at": 501.5}]}
     tracker.refresh(state)
-    assert good.status is uploads.Status.DONE and good.as_dict()["output"] == "me.jpg"
-    assert bad.status is uploads.Status.FAILED and bad.reason == "truncated or corrupt BMP"
+    assert good.status is uploads.UploadStatus.DONE and good.as_dict()["output"] == "me.jpg"
+    assert bad.status is uploads.UploadStatus.FAILED and bad.reason == "truncated or corrupt BMP"
     # Gone from the inbox without an output is not failed yet: the daemon claims arrivals
     # into its private spool at once, and this one may be in progress there.
-    assert silent.status is uploads.Status.QUEUED
+    assert silent.status is uploads.UploadStatus.QUEUED
     state |= {"updated_at": 499.0, "queued": 0, "in_flight": 0}
     tracker.refresh(state)
-    assert silent.status is uploads.Status.QUEUED  # an idle state from before the upload
+    assert silent.status is uploads.UploadStatus.QUEUED  # an idle state from before the upload
     state |= {"updated_at": 502.0, "queued": 1, "in_flight": 1}
     tracker.refresh(state)
-    assert silent.status is uploads.Status.QUEUED  # the daemon is busy: maybe with it
+    assert silent.status is uploads.UploadStatus.QUEUED  # the daemon is busy: maybe with it
     state |= {"queued": 0, "in_flight": 0}
     tracker.refresh(state)
-    assert silent.status is uploads.Status.FAILED and silent.reason is None  # still asking
+    assert silent.status is uploads.UploadStatus.FAILED and silent.reason is None  # still asking
     clock.now += tracker.reason_wait_s - 1
     tracker.refresh(state)
     assert silent.reason is None

@@ -55,7 +55,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         limiter=RateLimiter(settings.login_failures, settings.login_window_s, clock=clock),
         sessions=Sessions(settings.session_s, clock=clock),
         inbox=uploads.Inbox(settings.inbox, settings.outbox, settings.output_format),
-        tracker=uploads.Tracker(settings.inbox, settings.outbox, clock=clock, wall=wall),
+        tracker=uploads.UploadTracker(settings.inbox, settings.outbox, clock=clock, wall=wall),
         templates=_load_templates(),
     )
     app.on_response_prepare.append(_security_headers)

@@ -82,7 +82,7 @@ class WebState:
     limiter: RateLimiter
     sessions: Sessions
     inbox: uploads.Inbox
-    tracker: uploads.Tracker
+    tracker: uploads.UploadTracker
     templates: dict[str, string.Template]
     devices: DeviceCookies
     verify_lock: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

@@ -38,7 +38,7 @@ async def api_status(request: web.Request) -> web.StreamResponse:
     snap = status.read_state(s.runtime)
     st.tracker.refresh(snap)
     failures = [{"file": u.original, "reason": u.reason, "at": u.at,
-                 "where": "refused by the page" if u.status is uploads.Status.REFUSED
+                 "where": "refused by the page" if u.status is uploads.UploadStatus.REFUSED
                  else "failed in the daemon"}
                 for u in st.tracker.failures(FAILURES_LISTED) if u.reason]
     return _json({"daemon": status.panel(snap), "failures": failures,

@@ -97,20 +97,22 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class UploadReply:
+    """One file part's answer: its entry on the page and the HTTP status it earned."""
+
     upload: uploads.Upload
     http_status: int
 
 
 async def _receive(st: WebState, part: BodyPartReader, original: str,
-                   body: Body) -> Outcome:
+                   body: Body) -> UploadReply:
     s = st.settings
     tracker = st.tracker
 
-    def refuse(code: int, reason: str) -> Outcome:
+    def refuse(code: int, reason: str) -> UploadReply:
         logger.warning("web: upload %s refused: %s",
                        "(name hidden)" if s.hide_filenames else repr(original), reason)
-        return Outcome(tracker.refused(original, reason), code)
+        return UploadReply(tracker.refused(original, reason), code)
 
     try:
         fd, part_path = st.inbox.new_part()
@@ -158,7 +160,7 @@ async def _receive(st: WebState, part: BodyPartReader, original: str,
         logger.info("web: upload %s queued as %s (%d kB)",
                     "(name hidden)" if s.hide_filenames else repr(original),
                     "(name hidden)" if s.hide_filenames else placed_at.name, size // 1024)
-        return Outcome(tracker.queued(original, placed_at), 200)
+        return UploadReply(tracker.queued(original, placed_at), 200)
     finally:
         if not placed:
             with contextlib.suppress(FileNotFoundError):
@@ -175,7 +177,7 @@ async def api_upload(request: web.Request) -> web.StreamResponse:
         return _error(413, f"this upload is too large: at most {s.max_files} photos of "
                            f"{s.max_upload_bytes // MB} MB each")
     st.tracker.refresh(status.read_state(s.runtime))
-    outcomes: list[Outcome] = []
+    outcomes: list[UploadReply] = []
     body = Body(request, budget, min_rate=s.min_upload_rate, grace_s=s.upload_grace_s)
     try:
         reader = await request.multipart()
@@ -206,7 +208,7 @@ async def api_upload(request: web.Request) -> web.StreamResponse:
             if reason is not None:
                 await _discard(part, body)
                 logger.warning("web: upload refused: %s", reason)
-                outcomes.append(Outcome(st.tracker.refused(original, reason), code))
+                outcomes.append(UploadReply(st.tracker.refused(original, reason), code))
                 continue
             st.receiving += 1  # counted before the first await: parallel uploads see it
             try:
