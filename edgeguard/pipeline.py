@@ -47,7 +47,7 @@ class Redacted:
 
 
 @dataclass(frozen=True)
-class Found:
+class Detected:
     """What detection found in one image (``edgeguard detect``)."""
 
     width: int
@@ -175,13 +175,13 @@ class Pipeline:
         redact(rgb, regions, mode=rc.mode, shape=rc.shape, color=rc.color, outline=rc.outline)
         return dets, regions
 
-    def detect_file(self, path: Path) -> Found:
+    def detect_file(self, path: Path) -> Detected:
         t0 = time.perf_counter()
         img = codec.decode_file(path, max_pixels=self.cfg.input.max_pixels)
         t1 = time.perf_counter()
         dets, regions = self.find(img.rgb)
         t2 = time.perf_counter()
-        return Found(img.width, img.height, tuple(dets), tuple(regions),
+        return Detected(img.width, img.height, tuple(dets), tuple(regions),
                      {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3})
 
     def redact_file(self, path: Path) -> Redacted:

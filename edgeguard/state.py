@@ -37,7 +37,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 @dataclass
-class _Counts:
+class _DaemonCounts:
     processed: int = 0
     failed: int = 0
     refused: int = 0
@@ -54,7 +54,7 @@ class Stats:
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
-        self._c = _Counts()
+        self._c = _DaemonCounts()
         self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._last_error: str | None = None
         self._last_error_at: float | None = None

@@ -20,10 +20,10 @@ import pytest
 from edgeguard.bench import report, score, sets, suite
 from edgeguard.bench.runners import (
     PEERS,
+    BenchRunner,
     ChildRun,
-    Kind,
     Measurement,
-    Runner,
+    RunKind,
     Status,
     run_child,
 )
@@ -226,7 +226,7 @@ def test_a_failing_child_reports_its_last_stderr_line() -> None:
 
 
 def test_a_peer_without_its_environment_is_skipped_with_a_note(tmp_path: Path) -> None:
-    r = Runner(repo_root=tmp_path, peers_dir=tmp_path, tools_dir=tmp_path)
+    r = BenchRunner(repo_root=tmp_path, peers_dir=tmp_path, tools_dir=tmp_path)
     m = r.peer(PEERS["deface"], [tmp_path / "x.jpg"], tmp_path)
     assert m.status is Status.SKIPPED
     assert ".venv-deface" in m.note and "peers.sh" in m.note
@@ -251,7 +251,7 @@ class FakeChildren:
 
 def test_edgeguard_time_excludes_start_up_measured_on_one_image(tmp_path: Path) -> None:
     fake = FakeChildren(startup_s=1.5, per_image_s=0.2)
-    r = Runner(repo_root=tmp_path, run=fake, config=tmp_path / "c.toml")
+    r = BenchRunner(repo_root=tmp_path, run=fake, config=tmp_path / "c.toml")
     files = [tmp_path / f"{i}.jpg" for i in range(10)]
     m = r.detect(files, "fast", tmp_path)
     assert m.status is Status.OK
@@ -277,7 +277,7 @@ def test_a_slow_probe_cannot_push_the_time_below_what_the_child_measured(tmp_pat
                             run.stderr_tail)
 
     fake = SlowProbe(startup_s=0.5, per_image_s=0.1)
-    r = Runner(repo_root=tmp_path, run=fake, config=tmp_path / "c.toml")
+    r = BenchRunner(repo_root=tmp_path, run=fake, config=tmp_path / "c.toml")
     m = r.detect([tmp_path / "a.jpg", tmp_path / "b.jpg"], "fast", tmp_path)
     assert m.startup_s == pytest.approx(3.5)
     assert m.seconds == pytest.approx(0.2)  # not max(0, 0.7 - 3.5) = 0
@@ -311,8 +311,8 @@ def astronaut_set(tmp_path: Path, astronaut_rgb: np.ndarray) -> Path:
     return d
 
 
-class OracleRunner(Runner):
-    """A Runner whose `detect` redacts exactly the first annotated face of each image, so
+class OracleRunner(BenchRunner):
+    """A BenchRunner whose `detect` redacts exactly the first annotated face of each image, so
     the expected score is known; the codec floor runs for real."""
 
     def __init__(self, root: Path, annotations: dict[str, Any]) -> None:
@@ -328,7 +328,7 @@ class OracleRunner(Runner):
                 faces = [{"box": b, "score": 0.9, "region": b} for b in im["faces"][:1]]
                 fh.write(json.dumps({"path": str(f), "width": im["width"],
                                      "height": im["height"], "faces": faces, "ms": 5}) + "\n")
-        return Measurement(f"edgeguard {profile}", Kind.DETECT, Status.OK, len(files),
+        return Measurement(f"edgeguard {profile}", RunKind.DETECT, Status.OK, len(files),
                            profile=profile, result_path=out, wall_s=1.0, seconds=0.01 * len(files),
                            startup_s=0.9, peak_rss_kib=80 * 1024, per_image_ms=(5.0,) * len(files))
 

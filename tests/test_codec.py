@@ -25,8 +25,10 @@ from PIL import Image, ImageCms, ImageFile
 from edgeguard import codec
 from edgeguard.errors import (
     DecodeError,
+    EncodeError,
     ImageTooLargeError,
     InputError,
+    RedactionError,
     UnsupportedFormatError,
 )
 
@@ -560,6 +562,15 @@ def test_encode_rejects_bad_input(astronaut_rgb: np.ndarray) -> None:
         codec.encode(astronaut_rgb, "gif")
     with pytest.raises(ValueError):
         codec.encode(astronaut_rgb, "jpeg", quality=0)
+
+
+@pytest.mark.parametrize(("fmt", "width"), [("jpeg", 65536), ("webp", 16384)])
+def test_an_encoder_failure_is_an_encode_error(fmt: str, width: int) -> None:
+    """Past the format's own size limit the encoder fails: an EncodeError, which every
+    caller already treats as a failed redaction (nothing written)."""
+    with pytest.raises(EncodeError, match="encoding failed") as info:
+        codec.encode(np.zeros((2, width, 3), np.uint8), fmt)
+    assert isinstance(info.value, RedactionError)
 
 
 def test_suffix_and_output_format() -> None:

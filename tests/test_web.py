@@ -47,6 +47,7 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from edgeguard.state import STATE_FILE  # noqa: E402
 from edgeguard.web import app as webapp  # noqa: E402
 from edgeguard.web import auth, results, server, uploads  # noqa: E402
+from edgeguard.web import context as webctx  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 UNIT = REPO / "systemd" / "edgeguard-web.service"
@@ -297,14 +298,14 @@ def test_tracker_follows_an_upload_to_done_or_failed(tmp_path: Path) -> None:
     inbox.mkdir()
     outbox.mkdir()
     clock = FakeClock()
-    tracker = uploads.Tracker(inbox, outbox, clock=clock, wall=lambda: 500.0)
+    tracker = uploads.UploadTracker(inbox, outbox, clock=clock, wall=lambda: 500.0)
     good = tracker.queued("me.jpg", uploads.Placed("me.jpg", "me.jpg", "jpeg"))
     bad = tracker.queued("odd.bmp", uploads.Placed("odd.bmp", "odd.bmp", "bmp"))
     silent = tracker.queued("x.jpg", uploads.Placed("x.jpg", "x.jpg", "jpeg"))
     for name in ("me.jpg", "odd.bmp", "x.jpg"):
         (inbox / name).write_bytes(b"raw")
     tracker.refresh(None)
-    assert [u.status for u in (good, bad, silent)] == [uploads.Status.QUEUED] * 3
+    assert [u.status for u in (good, bad, silent)] == [uploads.UploadStatus.QUEUED] * 3
     assert tracker.waiting() == 3
     # The daemon: publish, then delete the input; or move it to failed/.
     (outbox / "me.jpg").write_bytes(b"redacted")
@@ -317,20 +318,20 @@ def test_tracker_follows_an_upload_to_done_or_failed(tmp_path: Path) -> None:
                  {"name": "odd.bmp", "reason": "truncated or corrupt BMP", "at": 501.0},
                  {"name": "y.jpg", "reason": "not an image", "at": 501.5}]}
     tracker.refresh(state)
-    assert good.status is uploads.Status.DONE and good.as_dict()["output"] == "me.jpg"
-    assert bad.status is uploads.Status.FAILED and bad.reason == "truncated or corrupt BMP"
+    assert good.status is uploads.UploadStatus.DONE and good.as_dict()["output"] == "me.jpg"
+    assert bad.status is uploads.UploadStatus.FAILED and bad.reason == "truncated or corrupt BMP"
     # Gone from the inbox without an output is not failed yet: the daemon claims arrivals
     # into its private spool at once, and this one may be in progress there.
-    assert silent.status is uploads.Status.QUEUED
+    assert silent.status is uploads.UploadStatus.QUEUED
     state |= {"updated_at": 499.0, "queued": 0, "in_flight": 0}
     tracker.refresh(state)
-    assert silent.status is uploads.Status.QUEUED  # an idle state from before the upload
+    assert silent.status is uploads.UploadStatus.QUEUED  # an idle state from before the upload
     state |= {"updated_at": 502.0, "queued": 1, "in_flight": 1}
     tracker.refresh(state)
-    assert silent.status is uploads.Status.QUEUED  # the daemon is busy: maybe with it
+    assert silent.status is uploads.UploadStatus.QUEUED  # the daemon is busy: maybe with it
     state |= {"queued": 0, "in_flight": 0}
     tracker.refresh(state)
-    assert silent.status is uploads.Status.FAILED and silent.reason is None  # still asking
+    assert silent.status is uploads.UploadStatus.FAILED and silent.reason is None  # still asking
     clock.now += tracker.reason_wait_s - 1
     tracker.refresh(state)
     assert silent.reason is None
@@ -415,14 +416,14 @@ def test_web_refuses_to_start_without_a_password(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[webapp.Settings]:
+def site(tmp_path: Path) -> Iterator[webctx.Settings]:
     """Settings for an app on a real tmpfs inbox; the outbox and runtime beside it."""
     shm = shm_dir()
     (shm / "inbox").mkdir()
     (shm / "outbox").mkdir()
     pw = tmp_path / "web-password"
     auth.PasswordFile(pw).set(PASSWORD)
-    yield webapp.Settings(
+    yield webctx.Settings(
         inbox=shm / "inbox", outbox=shm / "outbox", runtime=shm, password_file=pw,
         output_format="same", max_pixels=64_000_000, max_upload_bytes=1 * MB, max_files=3,
         session_s=3600.0, login_failures=3, login_window_s=300.0, allow_lan=False)
@@ -432,7 +433,7 @@ def site(tmp_path: Path) -> Iterator[webapp.Settings]:
 Scenario = Callable[[TestClient[Any, Any]], Awaitable[None]]
 
 
-def serve_in_process(settings: webapp.Settings, scenario: Scenario) -> None:
+def serve_in_process(settings: webctx.Settings, scenario: Scenario) -> None:
     async def main() -> None:
         app = webapp.create_app(settings)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -466,12 +467,12 @@ def upload_form(*files: tuple[str, bytes]) -> FormData:
     return form
 
 
-def inbox_entries(settings: webapp.Settings) -> list[str]:
+def inbox_entries(settings: webctx.Settings) -> list[str]:
     return sorted(os.listdir(settings.inbox))
 
 
 def test_sign_in_refuses_a_wrong_password_and_sets_a_strict_cookie(
-        site: webapp.Settings) -> None:
+        site: webctx.Settings) -> None:
     async def scenario(client: TestClient[Any, Any]) -> None:
         r = await client.get("/", allow_redirects=False)
         assert (r.status, r.headers["Location"]) == (303, "/login")
@@ -488,7 +489,7 @@ def test_sign_in_refuses_a_wrong_password_and_sets_a_strict_cookie(
                                               "password": PASSWORD}, allow_redirects=False)
         assert r.status == 303
         cookie = r.headers["Set-Cookie"]
-        assert cookie.startswith(webapp.SESSION_COOKIE + "=")
+        assert cookie.startswith(webctx.SESSION_COOKIE + "=")
         for flag in ("HttpOnly", "SameSite=Strict", "Path=/"):
             assert flag in cookie, cookie
         assert (await client.get("/api/status")).status == 200
@@ -498,7 +499,7 @@ def test_sign_in_refuses_a_wrong_password_and_sets_a_strict_cookie(
     serve_in_process(site, scenario)
 
 
-def test_failed_sign_ins_are_rate_limited(site: webapp.Settings) -> None:
+def test_failed_sign_ins_are_rate_limited(site: webctx.Settings) -> None:
     async def scenario(client: TestClient[Any, Any]) -> None:
         page = await (await client.get("/login")).text()
         for _ in range(site.login_failures):
@@ -522,14 +523,14 @@ async def _login_client(server: TestServer) -> tuple[TestClient[Any, Any], str]:
     return client, _form_token(page)
 
 
-def test_parallel_wrong_sign_ins_are_counted_before_the_hash(site: webapp.Settings) -> None:
+def test_parallel_wrong_sign_ins_are_counted_before_the_hash(site: webctx.Settings) -> None:
     """30 wrong sign-ins at once from one address: only login_failures of them reach the
     password hash; the others are refused without it."""
     checked: list[str] = []
 
     async def main() -> None:
         app = webapp.create_app(site)
-        passwords = app[webapp.STATE].passwords
+        passwords = app[webctx.STATE].passwords
         verify = passwords.verify
 
         def counting(secret: str) -> tuple[bool, str]:
@@ -555,7 +556,7 @@ def test_parallel_wrong_sign_ins_are_counted_before_the_hash(site: webapp.Settin
     assert len(checked) == site.login_failures
 
 
-def test_others_guesses_do_not_lock_the_owners_browser_out(site: webapp.Settings) -> None:
+def test_others_guesses_do_not_lock_the_owners_browser_out(site: webctx.Settings) -> None:
     """Behind an ssh tunnel everyone shares one address: a browser that has signed in
     before has attempts of its own (its device cookie), so someone else's wrong guesses
     from that address do not keep the owner out; the guesser is still limited."""
@@ -568,7 +569,7 @@ def test_others_guesses_do_not_lock_the_owners_browser_out(site: webapp.Settings
             r = await owner.post("/login", data={"csrf": token, "password": PASSWORD},
                                  allow_redirects=False)
             assert r.status == 303
-            device = r.cookies[webapp.DEVICE_COOKIE]
+            device = r.cookies[webctx.DEVICE_COOKIE]
             assert device["httponly"] and device["samesite"] == "Strict"
             # Someone else, same address: guesses until refused.
             other, token = await _login_client(server)
@@ -580,12 +581,12 @@ def test_others_guesses_do_not_lock_the_owners_browser_out(site: webapp.Settings
             assert r.status == 429
             # A made-up device cookie does not buy the guesser new attempts.
             other.session.cookie_jar.update_cookies(
-                {webapp.DEVICE_COOKIE: "madeup.0123456789abcdef0123456789abcdef"})
+                {webctx.DEVICE_COOKIE: "madeup.0123456789abcdef0123456789abcdef"})
             r = await other.post("/login", data={"csrf": _form_token(await r.text()),
                                                  "password": "guess"})
             assert r.status == 429
             # The owner's browser (its session over, its device cookie kept) signs in at once.
-            owner.session.cookie_jar.clear(lambda c: c.key == webapp.SESSION_COOKIE)
+            owner.session.cookie_jar.clear(lambda c: c.key == webctx.SESSION_COOKIE)
             page = await (await owner.get("/login")).text()
             r = await owner.post("/login", data={"csrf": _form_token(page),
                                                  "password": PASSWORD}, allow_redirects=False)
@@ -598,7 +599,7 @@ def test_others_guesses_do_not_lock_the_owners_browser_out(site: webapp.Settings
     asyncio.run(main())
 
 
-def test_sign_in_needs_its_form_token(site: webapp.Settings) -> None:
+def test_sign_in_needs_its_form_token(site: webctx.Settings) -> None:
     async def scenario(client: TestClient[Any, Any]) -> None:
         await client.get("/login")
         r = await client.post("/login", data={"password": PASSWORD}, allow_redirects=False)
@@ -606,12 +607,12 @@ def test_sign_in_needs_its_form_token(site: webapp.Settings) -> None:
         r = await client.post("/login", data={"csrf": "forged", "password": PASSWORD},
                               allow_redirects=False)
         assert r.status == 403
-        assert webapp.SESSION_COOKIE not in r.cookies
+        assert webctx.SESSION_COOKIE not in r.cookies
 
     serve_in_process(site, scenario)
 
 
-def test_state_changing_requests_need_the_csrf_token(site: webapp.Settings,
+def test_state_changing_requests_need_the_csrf_token(site: webctx.Settings,
                                                      astronaut_rgb: np.ndarray) -> None:
     jpg = encoded(astronaut_rgb, "JPEG")
 
@@ -620,21 +621,21 @@ def test_state_changing_requests_need_the_csrf_token(site: webapp.Settings,
         r = await client.post("/api/upload", data=upload_form(("a.jpg", jpg)))
         assert r.status == 403 and "CSRF" in (await r.json())["error"]
         r = await client.post("/api/upload", data=upload_form(("a.jpg", jpg)),
-                              headers={webapp.CSRF_HEADER: "forged"})
+                              headers={webctx.CSRF_HEADER: "forged"})
         assert r.status == 403
         r = await client.post("/api/upload", data=upload_form(("a.jpg", jpg)),
-                              headers={webapp.CSRF_HEADER: csrf,
+                              headers={webctx.CSRF_HEADER: csrf,
                                        "Origin": "http://evil.example"})
         assert r.status == 403 and "Origin" in (await r.json())["error"]
         r = await client.post("/api/upload", data=upload_form(("a.jpg", jpg)),
-                              headers={webapp.CSRF_HEADER: csrf, "Sec-Fetch-Site": "cross-site"})
+                              headers={webctx.CSRF_HEADER: csrf, "Sec-Fetch-Site": "cross-site"})
         assert r.status == 403
         assert inbox_entries(site) == []
         r = await client.post("/logout", data={"csrf": "forged"}, allow_redirects=False)
         assert r.status == 403
         assert (await client.get("/api/status")).status == 200  # still signed in
         r = await client.post("/api/upload", data=upload_form(("a.jpg", jpg)),
-                              headers={webapp.CSRF_HEADER: csrf})
+                              headers={webctx.CSRF_HEADER: csrf})
         assert r.status == 200
         r = await client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
         assert r.status == 303
@@ -644,7 +645,7 @@ def test_state_changing_requests_need_the_csrf_token(site: webapp.Settings,
 
 
 def test_the_page_answers_to_localhost_only_unless_lan_is_allowed(
-        site: webapp.Settings) -> None:
+        site: webctx.Settings) -> None:
     async def scenario(client: TestClient[Any, Any]) -> None:
         assert (await client.get("/login")).status == 200
         assert (await client.get("/login", headers={"Host": "localhost:8080"})).status == 200
@@ -663,14 +664,14 @@ def test_the_page_answers_to_localhost_only_unless_lan_is_allowed(
 
 
 def test_uploads_stream_into_the_inbox_or_are_refused_with_a_reason(
-        site: webapp.Settings, astronaut_rgb: np.ndarray) -> None:
+        site: webctx.Settings, astronaut_rgb: np.ndarray) -> None:
     jpg = encoded(astronaut_rgb, "JPEG")
     png = encoded(astronaut_rgb, "PNG")
 
     async def post(client: TestClient[Any, Any], csrf: str,
                    *files: tuple[str, bytes]) -> tuple[int, list[dict[str, Any]]]:
         r = await client.post("/api/upload", data=upload_form(*files),
-                              headers={webapp.CSRF_HEADER: csrf})
+                              headers={webctx.CSRF_HEADER: csrf})
         return r.status, (await r.json())["results"]
 
     async def scenario(client: TestClient[Any, Any]) -> None:
@@ -700,11 +701,11 @@ def test_uploads_stream_into_the_inbox_or_are_refused_with_a_reason(
         assert listed["me.jpg"] == "queued" and listed["notes.jpg"] == "refused"
         # Malformed bodies and other content types are refused.
         r = await client.post("/api/upload", data=b"x" * 10,
-                              headers={webapp.CSRF_HEADER: csrf, "Content-Type":
+                              headers={webctx.CSRF_HEADER: csrf, "Content-Type":
                                        "multipart/form-data; boundary=b"})
         assert r.status == 400
         r = await client.post("/api/upload", data=b"{}", headers={
-            webapp.CSRF_HEADER: csrf, "Content-Type": "application/json"})
+            webctx.CSRF_HEADER: csrf, "Content-Type": "application/json"})
         assert r.status == 415
 
     serve_in_process(site, scenario)
@@ -719,7 +720,7 @@ def _multipart_head(name: str, boundary: str = "b") -> bytes:
 MULTIPART = "multipart/form-data; boundary=b"
 
 
-def test_uploads_in_progress_count_toward_max_files(site: webapp.Settings,
+def test_uploads_in_progress_count_toward_max_files(site: webctx.Settings,
                                                      astronaut_rgb: np.ndarray) -> None:
     """20 uploads at once, each still sending its photo, with max_files = 3: only three are
     taken; memory and connections do not grow with the number of uploads."""
@@ -735,10 +736,10 @@ def test_uploads_in_progress_count_toward_max_files(site: webapp.Settings,
             yield jpg[1000:] + b"\r\n--b--\r\n"
 
         posts = [asyncio.ensure_future(client.post(
-            "/api/upload", data=body(i), headers={webapp.CSRF_HEADER: csrf,
+            "/api/upload", data=body(i), headers={webctx.CSRF_HEADER: csrf,
                                                   "Content-Type": MULTIPART}))
                  for i in range(20)]
-        state = client.server.app[webapp.STATE]
+        state = client.server.app[webctx.STATE]
         await asyncio.wait_for(_until(lambda: getattr(state, "receiving", site.max_files)
                                       == site.max_files), 30 * PATIENCE)
         await asyncio.sleep(0.5)  # let the other 17 reach their check meanwhile
@@ -757,10 +758,10 @@ async def _until(predicate: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_a_chunked_upload_has_a_total_cap(site: webapp.Settings) -> None:
+def test_a_chunked_upload_has_a_total_cap(site: webctx.Settings) -> None:
     """No Content-Length to check up front: the body is counted as it arrives, and refused
     parts count too (today any number of them would be read and thrown away)."""
-    budget = site.max_files * (site.max_upload_bytes + webapp.PART_OVERHEAD)
+    budget = site.max_files * (site.max_upload_bytes + webctx.PART_OVERHEAD)
     sent = [0]
 
     async def body() -> Any:
@@ -774,7 +775,7 @@ def test_a_chunked_upload_has_a_total_cap(site: webapp.Settings) -> None:
         csrf = await sign_in(client)
         try:
             r = await client.post("/api/upload", data=body(), headers={
-                webapp.CSRF_HEADER: csrf, "Content-Type": MULTIPART})
+                webctx.CSRF_HEADER: csrf, "Content-Type": MULTIPART})
             assert r.status == 413, await r.text()
         except aiohttp.ClientError:
             pass  # the server answered and closed while the client was still sending
@@ -785,7 +786,7 @@ def test_a_chunked_upload_has_a_total_cap(site: webapp.Settings) -> None:
     serve_in_process(site, scenario)
 
 
-def test_a_slow_upload_is_cut_off(site: webapp.Settings) -> None:
+def test_a_slow_upload_is_cut_off(site: webctx.Settings) -> None:
     """One byte every 0.1 s never stalls for READ_IDLE_S; the average pace cuts it off."""
     slow = dataclasses.replace(site, upload_grace_s=1.0, min_upload_rate=1024)
 
@@ -798,7 +799,7 @@ def test_a_slow_upload_is_cut_off(site: webapp.Settings) -> None:
     async def scenario(client: TestClient[Any, Any]) -> None:
         csrf = await sign_in(client)
         r = await asyncio.wait_for(client.post("/api/upload", data=body(), headers={
-            webapp.CSRF_HEADER: csrf, "Content-Type": MULTIPART}), 60 * PATIENCE)
+            webctx.CSRF_HEADER: csrf, "Content-Type": MULTIPART}), 60 * PATIENCE)
         assert r.status == 408
         assert "too slow" in (await r.json())["error"]
         assert [n for n in os.listdir(slow.inbox) if n.startswith(".upload-")] == []
@@ -806,7 +807,7 @@ def test_a_slow_upload_is_cut_off(site: webapp.Settings) -> None:
     serve_in_process(slow, scenario)
 
 
-def test_an_over_long_part_header_is_a_clean_400(site: webapp.Settings,
+def test_an_over_long_part_header_is_a_clean_400(site: webctx.Settings,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     """aiohttp's 8 KB header-line limit: a clean refusal, and the file name (hidden names
     on) appears neither in the log nor in a traceback."""
@@ -817,7 +818,7 @@ def test_an_over_long_part_header_is_a_clean_400(site: webapp.Settings,
         csrf = await sign_in(client)
         with caplog.at_level(logging.DEBUG):
             r = await client.post("/api/upload", data=_multipart_head(name) + b"data\r\n--b--\r\n",
-                                  headers={webapp.CSRF_HEADER: csrf, "Content-Type": MULTIPART})
+                                  headers={webctx.CSRF_HEADER: csrf, "Content-Type": MULTIPART})
             assert r.status == 400
             text = await r.text()
         assert "SECRET-NAME" not in text
@@ -827,7 +828,7 @@ def test_an_over_long_part_header_is_a_clean_400(site: webapp.Settings,
 
 
 def test_behind_a_trusted_tls_proxy_cookies_are_secure_and_https_origins_match(
-        site: webapp.Settings) -> None:
+        site: webctx.Settings) -> None:
     proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "edgeguard.example",
                "Origin": "https://edgeguard.example"}
 
@@ -837,16 +838,16 @@ def test_behind_a_trusted_tls_proxy_cookies_are_secure_and_https_origins_match(
         page = await r.text()
         # The test talks plain http to the app (the proxy's side), where a client keeps
         # Secure cookies to itself: hand the form cookie back by hand.
-        form_cookie = r.cookies[webapp.LOGIN_COOKIE]
+        form_cookie = r.cookies[webctx.LOGIN_COOKIE]
         assert bool(form_cookie["secure"]) == (headers.get("X-Forwarded-Proto") == "https")
         return await client.post(
             "/login", data={"csrf": _form_token(page), "password": password},
-            headers=headers | {"Cookie": f"{webapp.LOGIN_COOKIE}={form_cookie.value}"},
+            headers=headers | {"Cookie": f"{webctx.LOGIN_COOKIE}={form_cookie.value}"},
             allow_redirects=False)
 
     async def untrusted(client: TestClient[Any, Any]) -> None:
         r = await client.get("/login", headers=proxied)
-        assert not r.cookies[webapp.LOGIN_COOKIE]["secure"]  # the headers are not believed
+        assert not r.cookies[webctx.LOGIN_COOKIE]["secure"]  # the headers are not believed
         r = await client.post("/login", data={"csrf": _form_token(await r.text()),
                                               "password": PASSWORD}, headers=proxied)
         assert r.status == 403  # the https Origin does not match plain http
@@ -861,14 +862,14 @@ def test_behind_a_trusted_tls_proxy_cookies_are_secure_and_https_origins_match(
         r = await attempt(client, proxied | {"X-Forwarded-For": "10.0.0.8"})
         assert r.status == 303, await r.text()
         session = [h for h in r.headers.getall("Set-Cookie")
-                   if h.startswith(webapp.SESSION_COOKIE + "=")]
+                   if h.startswith(webctx.SESSION_COOKIE + "=")]
         assert session and "Secure" in session[0], session
 
     serve_in_process(site, untrusted)
     serve_in_process(dataclasses.replace(site, trusted_proxy=True), trusted)
 
 
-def test_forms_are_never_spooled_to_temporary_files(site: webapp.Settings, tmp_path: Path,
+def test_forms_are_never_spooled_to_temporary_files(site: webctx.Settings, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """aiohttp's Request.post() would spool file fields to tempfile (disk): never called."""
     import tempfile
@@ -885,7 +886,7 @@ def test_forms_are_never_spooled_to_temporary_files(site: webapp.Settings, tmp_p
         r = await client.post("/logout", data=upload_form(("x.png", big)))
         assert r.status in (403, 415)
         r = await client.post("/api/upload", data=upload_form(("x.png", big)),
-                              headers={webapp.CSRF_HEADER: csrf})
+                              headers={webctx.CSRF_HEADER: csrf})
         assert r.status == 413
         assert list(spool.iterdir()) == []
         assert [n for n in os.listdir(site.inbox) if n.startswith(".upload-")] == []
@@ -893,7 +894,7 @@ def test_forms_are_never_spooled_to_temporary_files(site: webapp.Settings, tmp_p
     serve_in_process(site, scenario)
 
 
-def test_results_are_served_from_the_outbox_only(site: webapp.Settings,
+def test_results_are_served_from_the_outbox_only(site: webctx.Settings,
                                                  astronaut_rgb: np.ndarray) -> None:
     jpg = encoded(astronaut_rgb, "JPEG")
     (site.outbox / "out.jpg").write_bytes(jpg)
@@ -926,7 +927,7 @@ def test_results_are_served_from_the_outbox_only(site: webapp.Settings,
     serve_in_process(site, scenario)
 
 
-def test_status_panel_reports_the_daemons_state_file(site: webapp.Settings) -> None:
+def test_status_panel_reports_the_daemons_state_file(site: webctx.Settings) -> None:
     import json
 
     snap = {"pid": os.getpid(), "state": "running", "processed": 7, "failed": 2,
@@ -943,7 +944,7 @@ def test_status_panel_reports_the_daemons_state_file(site: webapp.Settings) -> N
     async def scenario(client: TestClient[Any, Any]) -> None:
         csrf = await sign_in(client)
         await client.post("/api/upload", data=upload_form(("n.txt", b"text")),
-                          headers={webapp.CSRF_HEADER: csrf})
+                          headers={webctx.CSRF_HEADER: csrf})
         data = await (await client.get("/api/status")).json()
         d = data["daemon"]
         assert d["running"] is True

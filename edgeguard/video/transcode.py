@@ -20,7 +20,8 @@ One pass over the input's packets:
 Errors reading or decoding the input are :class:`~edgeguard.errors.DecodeError` (so is a
 frame FFmpeg flags as corrupt, and a stream that ends before the frame count its header
 gives); errors writing the output are OSError (the caller's outbox turns that into a retry)
-or :class:`~edgeguard.errors.RedactionError`. The caller removes the partial output.
+or :class:`~edgeguard.errors.EncodeError` (a ``RedactionError``). The caller removes the
+partial output.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from edgeguard.config import Config
-from edgeguard.errors import DecodeError, ImageTooLargeError, RedactionError
+from edgeguard.errors import DecodeError, EncodeError, ImageTooLargeError
 from edgeguard.geometry import Detection, Region
 from edgeguard.redact import redact, region_for
 from edgeguard.video.hold import Hold
@@ -53,7 +54,7 @@ Progress = Callable[[int, "int | None"], None]
 to cancel (the caller then removes the partial output)."""
 
 
-class FrameSearch(Protocol):
+class FrameFinder(Protocol):
     """What a video needs from the pipeline: its config and the per-frame file search."""
 
     cfg: Config
@@ -149,7 +150,7 @@ class _Writer:
             logger.debug("closing a failed output: %s", exc)
 
 
-def redact_video(src: Path, dst: Path | IO[bytes], *, kind: str, search: FrameSearch,
+def redact_video(src: Path, dst: Path | IO[bytes], *, kind: str, search: FrameFinder,
                  progress: Progress = _no_progress,
                  clock: Callable[[], float] = time.perf_counter) -> VideoResult:
     """Write the redacted copy of the video at ``src`` (container ``kind``, as sniffed) to
@@ -178,7 +179,7 @@ def redact_video(src: Path, dst: Path | IO[bytes], *, kind: str, search: FrameSe
             except av.FFmpegError as exc:
                 if isinstance(exc, OSError):
                     raise
-                raise RedactionError(f"cannot start the video encoder: {_short(exc)}") from None
+                raise EncodeError(f"cannot start the video encoder: {_short(exc)}") from None
 
         run = _Run(av, p, cfg, search, writer, vin, progress)
         streams = [vin] + ([ain] if ain is not None else [])
@@ -206,7 +207,7 @@ def redact_video(src: Path, dst: Path | IO[bytes], *, kind: str, search: FrameSe
 class _Run:
     """The state of one pass: decoded and written counts, the hold, the timestamps."""
 
-    def __init__(self, av: Any, p: Probe, cfg: Config, search: FrameSearch,
+    def __init__(self, av: Any, p: Probe, cfg: Config, search: FrameFinder,
                  make_writer: Callable[[tuple[int, int]], _Writer], vin: Any,
                  progress: Progress) -> None:
         self.av = av
@@ -322,8 +323,8 @@ class _Run:
         except self.av.FFmpegError as exc:
             if isinstance(exc, OSError):
                 raise
-            raise RedactionError(f"video encoding failed at frame {self.written + 1}: "
-                                 f"{_short(exc)}") from None
+            raise EncodeError(f"video encoding failed at frame {self.written + 1}: "
+                              f"{_short(exc)}") from None
         self.writing = False
         self.written += 1
         self.progress(self.written, self.p.frames)
@@ -349,5 +350,5 @@ class _Run:
         except self.av.FFmpegError as exc:
             if isinstance(exc, OSError):
                 raise
-            raise RedactionError(f"video encoding failed at the end: {_short(exc)}") from None
+            raise EncodeError(f"video encoding failed at the end: {_short(exc)}") from None
         self.writing = False

@@ -7,7 +7,10 @@ redacted results from the outbox, and sees the daemon's counts from its state fi
 Modules: :mod:`~edgeguard.web.auth` (hashed password, attempt limits, sessions),
 :mod:`~edgeguard.web.uploads` (checks, streaming into the inbox, following uploads),
 :mod:`~edgeguard.web.results` (the outbox, read-only), :mod:`~edgeguard.web.status`
-(the state file), :mod:`~edgeguard.web.app` (the aiohttp routes) and
+(the state file), :mod:`~edgeguard.web.app` (the aiohttp routes) with
+:mod:`~edgeguard.web.context`, :mod:`~edgeguard.web.guards`, :mod:`~edgeguard.web.signin`,
+:mod:`~edgeguard.web.pages` and :mod:`~edgeguard.web.streaming` (its parts), and
 :mod:`~edgeguard.web.server` (start-up checks and the serving loop). aiohttp comes with
-the ``web`` extra and is imported only by the last two; nothing is imported here.
+the ``web`` extra and is imported only by the app, its parts and the server; nothing is
+imported here.
 """

@@ -21,8 +21,9 @@ from aiohttp import web
 from edgeguard import fsutil, service, startup
 from edgeguard.config import Config
 from edgeguard.errors import ConfigError, StartupError
-from edgeguard.web.app import Settings, create_app
+from edgeguard.web.app import create_app
 from edgeguard.web.auth import PasswordFile
+from edgeguard.web.context import Settings
 from edgeguard.web.uploads import Inbox
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ Pixels are never decoded here (that would cost a Pi Zero 2 W as much memory as t
 own decode); a file that passes these checks and still fails to decode ends in failed/ with
 the daemon's reason, which the page shows from the daemon's state file.
 
-The :class:`Tracker` follows each upload by name: its output in the outbox means done;
+The :class:`UploadTracker` follows each upload by name: its output in the outbox means done;
 in the inbox, or claimed by the daemon into its private spool and not finished, means
 queued; named among the daemon's recent failures, or gone while the daemon reports
 itself idle, without an output, means failed.
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeguard import codec
+from edgeguard.codec import decode
 from edgeguard.errors import DecodeError
 from edgeguard.sinks.fileops import rename_noreplace
 from edgeguard.sinks.outbox import output_rel
@@ -65,20 +66,20 @@ _PNG_TRUNCATED = "truncated or corrupt PNG (image file is truncated)"
 def check_image(fh: IO[bytes], *, max_pixels: int) -> tuple[str, int, int]:
     """Format, width and height, or the daemon's reason (an InputError) for refusing it.
 
-    The header steps are the decoder's own (:mod:`edgeguard.codec`), in its order, so the
+    The header steps are the decoder's own (:mod:`edgeguard.codec.decode`), in its order, so the
     messages are the ones the daemon writes beside a failed file. ``fh`` must be seekable.
     """
     fh.seek(0)
-    fmt = codec._sniff(codec._read_head(fh))
-    img = codec._open_header(fh, fmt)
+    fmt = decode._sniff(decode._read_head(fh))
+    img = decode._open_header(fh, fmt)
     width, height = int(img.size[0]), int(img.size[1])
-    codec._check_size(width, height, max_pixels)
-    codec._check_single_image(img, fmt)
+    decode._check_size(width, height, max_pixels)
+    decode._check_single_image(img, fmt)
     size = os.fstat(fh.fileno()).st_size if _has_fileno(fh) else _length(fh)
     if fmt == "jpeg" and img.mode in ("RGB", "L"):
-        # The daemon decodes these with OpenCV after this same test (codec._decode_jpeg_cv2).
+        # The daemon decodes these with OpenCV after this same test (decode._decode_jpeg_cv2).
         with _view(fh, size) as data:
-            if data.rfind(b"\xff\xd9") < codec._scan_start(data):
+            if data.rfind(b"\xff\xd9") < decode._scan_start(data):
                 raise DecodeError("truncated or corrupt JPEG (no end-of-image marker)")
     elif fmt == "png":
         _check_png_complete(fh, size)
@@ -259,7 +260,7 @@ def is_regular(path: Path) -> bool:
 # -- following uploads ------------------------------------------------------------------------
 
 
-class Status(Enum):
+class UploadStatus(Enum):
     QUEUED = "queued"  # in the inbox: waiting for, or being redacted by, the daemon
     DONE = "done"  # the redacted copy is in the outbox
     FAILED = "failed"  # the daemon moved it to failed/
@@ -270,7 +271,7 @@ class Status(Enum):
 class Upload:
     id: str
     original: str  # the browser's file name, as shown back to the user
-    status: Status
+    status: UploadStatus
     at: float  # wall clock
     name: str | None = None
     output: str | None = None
@@ -279,7 +280,7 @@ class Upload:
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "file": self.original, "status": self.status.value,
-                "name": self.name, "output": self.output if self.status is Status.DONE
+                "name": self.name, "output": self.output if self.status is UploadStatus.DONE
                 else None, "reason": self.reason, "at": self.at}
 
 
@@ -288,7 +289,7 @@ GENERIC_FAILURE = ("the daemon could not redact it (its reason is in `journalctl
 
 
 @dataclass
-class Tracker:
+class UploadTracker:
     """The page's recent uploads (the newest ``keep``), in memory."""
 
     inbox: Path
@@ -309,24 +310,24 @@ class Tracker:
         return upload
 
     def refused(self, original: str, reason: str) -> Upload:
-        return self._add(Upload(secrets.token_hex(6), original, Status.REFUSED, self.wall(),
+        return self._add(Upload(secrets.token_hex(6), original, UploadStatus.REFUSED, self.wall(),
                                 reason=reason))
 
     def queued(self, original: str, placed: Placed) -> Upload:
-        return self._add(Upload(secrets.token_hex(6), original, Status.QUEUED, self.wall(),
+        return self._add(Upload(secrets.token_hex(6), original, UploadStatus.QUEUED, self.wall(),
                                 name=placed.name, output=placed.output))
 
     def waiting(self) -> int:
-        return sum(1 for u in self._items.values() if u.status is Status.QUEUED)
+        return sum(1 for u in self._items.values() if u.status is UploadStatus.QUEUED)
 
     def refresh(self, state: dict[str, Any] | None) -> None:
         """Move uploads on from what the inbox, the outbox and the state file show."""
         for u in self._items.values():
-            if (u.status in (Status.QUEUED, Status.FAILED) and u.output is not None
+            if (u.status in (UploadStatus.QUEUED, UploadStatus.FAILED) and u.output is not None
                     and os.path.lexists(self.outbox / u.output)):
-                u.status, u.reason = Status.DONE, None
+                u.status, u.reason = UploadStatus.DONE, None
                 continue
-            if u.status is Status.QUEUED and u.name is not None:
+            if u.status is UploadStatus.QUEUED and u.name is not None:
                 if os.path.lexists(self.inbox / u.name):
                     continue
                 # The daemon claims each arrival into its private spool at once, so gone
@@ -335,9 +336,9 @@ class Tracker:
                 # after the upload (a late output still turns it into done, above).
                 if self._listed_failure(u, state) is None and not _idle_since(state, u.at):
                     continue
-                u.status = Status.FAILED
+                u.status = UploadStatus.FAILED
                 u.gone_at = self.clock()
-            if u.status is Status.FAILED and u.reason is None:
+            if u.status is UploadStatus.FAILED and u.reason is None:
                 u.reason = self._reason(u, state)
 
     def _reason(self, u: Upload, state: dict[str, Any] | None) -> str | None:
@@ -367,5 +368,5 @@ class Tracker:
         return list(reversed(self._items.values()))
 
     def failures(self, limit: int) -> list[Upload]:
-        out = [u for u in self.items() if u.status in (Status.FAILED, Status.REFUSED)]
+        out = [u for u in self.items() if u.status in (UploadStatus.FAILED, UploadStatus.REFUSED)]
         return out[:limit]

@@ -1,4 +1,4 @@
-"""Decode and encode images: format checks, size limits, orientation, metadata policy.
+"""Decode images: format checks, size limits, orientation.
 
 Decoding turns a file into an upright RGB ``uint8`` array and nothing else:
 
@@ -19,25 +19,16 @@ Decoding turns a file into an upright RGB ``uint8`` array and nothing else:
   pixels hidden under full transparency must not reappear in the output. Detection runs on
   exactly the pixels that are written.
 
-Encoding writes pixels and nothing else: no EXIF (so no GPS, serial numbers, maker notes or
-embedded thumbnail), XMP, IPTC, ICC profile, comments or PNG text chunks. Only tags named in
-the allow-list are re-created from their values, tag by tag, never copied as a block.
-
-Speed, measured on a 4000x3000 JPEG (quality 92, 2.2 MB; x86-64, libjpeg-turbo in both
-libraries, medians of 15): Pillow open + ``exif_transpose`` + array 94 ms (112 ms for
-orientation 6); OpenCV ``imdecode`` straight to RGB, as here, 45 ms (61 ms with the rotation).
-Encoding at quality 90: Pillow 41 ms, OpenCV ``imencode`` 33 ms including the RGB to BGR
-swap. So JPEG pixels go through OpenCV, and Pillow reads headers, EXIF and everything else.
+The EXIF reading, orientation and allow-list live in :mod:`edgeguard.codec.metadata`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import struct
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -46,7 +37,6 @@ import cv2
 import numpy as np
 from PIL import (
     BmpImagePlugin,
-    ExifTags,
     GifImagePlugin,
     Image,
     ImageFile,
@@ -56,29 +46,17 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from edgeguard.codec.formats import _LABEL, _PIL_ERRORS, _short
+from edgeguard.codec.metadata import _orientation, _pick_exif, _read_exif, apply_orientation
 from edgeguard.errors import (
     DecodeError,
     ImageTooLargeError,
     InputError,
-    RedactionError,
     UnsupportedFormatError,
 )
 
-logger = logging.getLogger(__name__)
-
-#: Formats :func:`decode_file` accepts ("gif": single frame only).
-DECODABLE: Final = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
-#: Formats :func:`encode` writes.
-ENCODABLE: Final = ("jpeg", "png", "webp", "bmp", "tiff")
 #: Colour that transparent pixels are composited onto.
 ALPHA_BACKGROUND: Final = (0, 0, 0)
-
-_LABEL: Final = {
-    "jpeg": "JPEG", "png": "PNG", "webp": "WebP", "bmp": "BMP", "tiff": "TIFF", "gif": "GIF",
-}
-_SUFFIX: Final = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
-# For "same": an input format we read but do not write maps to a lossless one.
-_SAME_FALLBACK: Final = {"gif": "png"}
 
 _PLUGIN: Final[dict[str, type[ImageFile.ImageFile]]] = {
     "jpeg": JpegImagePlugin.JpegImageFile,
@@ -88,28 +66,6 @@ _PLUGIN: Final[dict[str, type[ImageFile.ImageFile]]] = {
     "tiff": TiffImagePlugin.TiffImageFile,
     "gif": GifImagePlugin.GifImageFile,
 }
-
-# What Pillow raises for malformed headers and data (Image.open catches the same set).
-_PIL_ERRORS: Final = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-                      struct.error)
-
-# EXIF layout: tags live in IFD0, the Exif sub-IFD or the GPS sub-IFD.
-_EXIF_IFD: Final = 0x8769
-_GPS_IFD: Final = 0x8825
-_ORIENTATION: Final = 0x0112
-# Never carried over, whatever the allow-list says: orientation is applied to the pixels,
-# the rest are structure (offsets, thumbnails, strips) or whole opaque blocks (maker notes,
-# XMP, IPTC, ICC) that cannot be re-created tag by tag.
-_NEVER_KEPT: Final = frozenset({
-    _ORIENTATION, _EXIF_IFD, _GPS_IFD, 0xA005,  # Orientation, ExifOffset, GPSInfo, InteropOffset
-    0x0100, 0x0101, 0x0102, 0x0103, 0x0106, 0x0111, 0x0115, 0x0116, 0x0117, 0x011C,
-    0x0140, 0x0142, 0x0143, 0x0144, 0x0145, 0x014A, 0x0152, 0x0153,  # TIFF structure
-    0x0201, 0x0202,  # JPEGInterchangeFormat(Length): the embedded thumbnail
-    0x02BC, 0x83BB, 0x8773, 0x927C, 0xC612,  # XMP, IPTC, ICC, MakerNote, DNGVersion
-    0x00FE, 0x00FF,  # (New)SubfileType
-})
-_IFD0_NAMES: Final = {name: tag for tag, name in sorted(ExifTags.TAGS.items())}
-_GPS_NAMES: Final = {name: tag for tag, name in ExifTags.GPSTAGS.items()}
 
 _IMREAD_RGB: Final[int | None] = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
 
@@ -136,7 +92,6 @@ class DecodedImage:
     @property
     def height(self) -> int:
         return int(self.rgb.shape[0])
-
 
 # ----------------------------------------------------------------------------- sniffing
 
@@ -228,12 +183,6 @@ def _open_header(fh: IO[bytes], fmt: str) -> ImageFile.ImageFile:
                                          "32-bit channel)") from exc
         raise DecodeError(f"truncated or corrupt {_LABEL[fmt]} ({_short(exc)})") from exc
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]
-
-
 def _megapixels(n: int) -> str:
     mp = n / 1e6
     return f"{mp:.0f}" if mp >= 10 else f"{mp:.3g}"
@@ -296,7 +245,6 @@ def _open_input(path: Path) -> IO[bytes]:
         raise InputError("is a folder, not a file") from None
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}") from None
-
 
 # ----------------------------------------------------------------------------- decoding
 
@@ -497,218 +445,3 @@ def _composite(rgba: np.ndarray) -> np.ndarray:
     bg = np.asarray(ALPHA_BACKGROUND, np.uint16)
     out = (rgb * alpha + bg * (255 - alpha) + 127) // 255
     return out.astype(np.uint8)
-
-
-# ----------------------------------------------------------------------------- orientation
-
-
-def apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn stored pixels upright for an EXIF orientation value (1-8; others mean 1).
-
-    The EXIF tag says where the stored rows and columns belong: 6 means row 0 is the
-    visual right side, so the stored image is rotated 90 degrees clockwise to display.
-    """
-    if orientation == 2:
-        return cv2.flip(rgb, 1)
-    if orientation == 3:
-        return cv2.rotate(rgb, cv2.ROTATE_180)
-    if orientation == 4:
-        return cv2.flip(rgb, 0)
-    if orientation == 5:
-        return cv2.transpose(rgb)
-    if orientation == 6:
-        return cv2.rotate(rgb, cv2.ROTATE_90_CLOCKWISE)
-    if orientation == 7:
-        return cv2.flip(cv2.transpose(rgb), -1)
-    if orientation == 8:
-        return cv2.rotate(rgb, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    return rgb
-
-
-def _read_exif(img: Image.Image) -> Image.Exif | None:
-    try:
-        return img.getexif()
-    except _PIL_ERRORS as exc:
-        # A viewer that cannot read the EXIF block shows the stored pixels as they are;
-        # decoding them the same way keeps output and detector consistent with that view.
-        logger.warning("unreadable EXIF block ignored (%s)", _short(exc))
-        return None
-
-
-def _orientation(exif: Image.Exif | None) -> int:
-    if exif is None:
-        return 1
-    value = exif.get(_ORIENTATION, 1)
-    return value if type(value) is int and 1 <= value <= 8 else 1
-
-
-# ----------------------------------------------------------------------------- EXIF policy
-
-
-def _tag_for(name: str) -> tuple[int, int] | None:
-    """(IFD, tag) where EXIF tag ``name`` belongs, or None if unknown or never kept."""
-    if name in _GPS_NAMES:
-        return _GPS_IFD, _GPS_NAMES[name]
-    tag = _IFD0_NAMES.get(name)
-    if tag is None or tag in _NEVER_KEPT:
-        return None
-    return (_EXIF_IFD if _in_exif_ifd(tag) else 0), tag
-
-
-def _in_exif_ifd(tag: int) -> bool:
-    # Exif 2.32 sub-IFD tag ranges; everything else known lives in IFD0.
-    return (0x829A <= tag <= 0x829D or 0x8822 <= tag <= 0x8835 or 0x9000 <= tag <= 0x92FF
-            or 0x9400 <= tag <= 0x940F or 0xA000 <= tag <= 0xA4FF)
-
-
-def unknown_exif_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """The names in an allow-list that are not keepable EXIF tags (for config checks)."""
-    return tuple(n for n in names if _tag_for(n) is None)
-
-
-def _pick_exif(exif: Image.Exif, names: tuple[str, ...]) -> dict[str, Any]:
-    kept: dict[str, Any] = {}
-    ifds: dict[int, Mapping[int, Any]] = {0: exif}
-    for ifd in (_EXIF_IFD, _GPS_IFD):
-        try:
-            ifds[ifd] = exif.get_ifd(ifd)
-        except _PIL_ERRORS as exc:
-            logger.warning("unreadable EXIF sub-IFD 0x%04x ignored (%s)", ifd, _short(exc))
-            ifds[ifd] = {}
-    for name in names:
-        where = _tag_for(name)
-        if where is None:
-            continue
-        ifd, tag = where
-        # GPS tag numbers overlap IFD0's, so GPS tags are only looked up in the GPS IFD;
-        # the others are taken from either IFD (some writers misplace them).
-        if ifd == _GPS_IFD:
-            sources: tuple[Mapping[int, Any], ...] = (ifds[_GPS_IFD],)
-        else:
-            sources = (ifds[ifd], ifds[_EXIF_IFD if ifd == 0 else 0])
-        for source in sources:
-            if tag in source:
-                kept[name] = source[tag]
-                break
-    return kept
-
-
-def build_exif(tags: Mapping[str, Any]) -> bytes | None:
-    """A fresh EXIF block (``b"Exif\\0\\0"`` + TIFF) holding only ``tags``; None if empty.
-
-    Unknown names, never-kept tags and values Pillow cannot write are dropped with a
-    warning rather than failing the image.
-    """
-    placed: dict[int, dict[int, Any]] = {0: {}, _EXIF_IFD: {}, _GPS_IFD: {}}
-    for name, value in tags.items():
-        where = _tag_for(name)
-        if where is None:
-            logger.warning("EXIF tag %r is not keepable; dropped", name)
-            continue
-        ifd, tag = where
-        if _exif_bytes({ifd: {tag: value}}) is None:
-            logger.warning("EXIF tag %r has a value that cannot be written; dropped", name)
-            continue
-        placed[ifd][tag] = value
-    if not any(placed.values()):
-        return None
-    return _exif_bytes(placed)
-
-
-def _exif_bytes(placed: Mapping[int, Mapping[int, Any]]) -> bytes | None:
-    exif = Image.Exif()
-    for tag, value in placed.get(0, {}).items():
-        exif[tag] = value
-    for ifd in (_EXIF_IFD, _GPS_IFD):
-        if placed.get(ifd):
-            exif[ifd] = dict(placed[ifd])
-    try:
-        return exif.tobytes()
-    except (ValueError, TypeError, KeyError, struct.error, OverflowError, UnicodeError):
-        return None
-
-
-# ----------------------------------------------------------------------------- encoding
-
-
-def suffix_for(fmt: str) -> str:
-    """File suffix for an output format: ".jpg", ".png", ".webp", ".bmp", ".tif"."""
-    try:
-        return _SUFFIX[fmt]
-    except KeyError:
-        raise ValueError(f"no output format {fmt!r}; expected one of {ENCODABLE}") from None
-
-
-def output_format(input_format: str, configured: str) -> str:
-    """The format to write: ``configured`` ("same" keeps the input's; GIF becomes PNG)."""
-    fmt = input_format if configured == "same" else configured
-    fmt = _SAME_FALLBACK.get(fmt, fmt)
-    if fmt not in ENCODABLE:
-        raise ValueError(f"cannot write {fmt!r}; expected one of {ENCODABLE}")
-    return fmt
-
-
-def encode(
-    rgb: np.ndarray, fmt: str, *, quality: int = 90, exif: Mapping[str, Any] | None = None,
-    consume: bool = False,
-) -> bytes:
-    """Encode upright RGB pixels with no metadata except the allow-listed ``exif`` tags.
-
-    JPEG at ``quality`` (4:2:0, OpenCV when there is no EXIF to add, else Pillow, same
-    libjpeg-turbo output), PNG lossless (zlib level 1: 4x faster than the default 6 for
-    about 15 % more bytes), WebP at ``quality`` (method 2), BMP, TIFF uncompressed. BMP
-    cannot carry EXIF, so tags are dropped there. Raises ``ValueError`` for a bad array or
-    format and :class:`RedactionError` if the encoder fails.
-
-    ``consume=True`` lets the JPEG path convert ``rgb`` to BGR in place instead of making a
-    36 MB copy of a 12 MP frame; the caller must not use the array afterwards.
-    """
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
-            or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ValueError("encode expects a non-empty HxWx3 uint8 array")
-    if fmt not in ENCODABLE:
-        raise ValueError(f"cannot write {fmt!r}; expected one of {ENCODABLE}")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality {quality} is outside 1-100")
-    exif_block = build_exif(exif) if exif else None
-    if fmt == "bmp" and exif_block is not None:
-        logger.debug("BMP cannot carry EXIF; %d allow-listed tags dropped", len(exif or {}))
-        exif_block = None
-    if fmt == "jpeg" and exif_block is None:
-        return _encode_cv2_jpeg(rgb, quality, in_place=consume)
-    return _encode_pillow(rgb, fmt, quality, exif_block)
-
-
-def _encode_cv2_jpeg(rgb: np.ndarray, quality: int, *, in_place: bool = False) -> bytes:
-    if in_place and rgb.flags.c_contiguous and rgb.flags.writeable:
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR, dst=rgb)
-    else:
-        bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
-    try:
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    except cv2.error as exc:
-        raise RedactionError(f"JPEG encoding failed ({_short(exc)})") from exc
-    if not ok:
-        raise RedactionError("JPEG encoding failed")
-    return bytes(buf.tobytes())
-
-
-def _encode_pillow(rgb: np.ndarray, fmt: str, quality: int, exif: bytes | None) -> bytes:
-    img = Image.fromarray(np.ascontiguousarray(rgb))
-    params: dict[str, Any] = {}
-    if fmt == "jpeg":
-        params = {"quality": int(quality), "subsampling": "4:2:0"}
-    elif fmt == "png":
-        params = {"compress_level": 1}
-    elif fmt == "webp":
-        params = {"quality": int(quality), "method": 2}
-    elif fmt == "tiff":
-        params = {"compression": "raw"}
-    if exif is not None:
-        params["exif"] = exif
-    out = io.BytesIO()
-    try:
-        img.save(out, format=_LABEL[fmt].upper(), **params)
-    except (OSError, ValueError, struct.error) as exc:
-        raise RedactionError(f"{_LABEL[fmt]} encoding failed ({_short(exc)})") from exc
-    return out.getvalue()
