@@ -1,4 +1,4 @@
-"""fsutil on real file systems: the disk under tmp_path, /dev/shm, and small tmpfs mounts."""
+"""fsutil on real file systems: the disk under tmp_path and small tmpfs mounts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeguard import fsutil
+from edgeguard import fsutil, mounts
 from edgeguard.errors import OutputError
 
 
@@ -155,66 +155,6 @@ def test_remove_stale_temps_only_touches_our_temporaries(tmp_path: Path) -> None
     assert fsutil.remove_stale_temps(tmp_path / "missing") == 0
 
 
-# ----------------------------------------------------------------------------- tmpfs checks
-
-
-def test_dev_shm_is_tmpfs() -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        pytest.skip("no /dev/shm on this machine")
-    assert fsutil.statfs_magic(shm) == fsutil.TMPFS_MAGIC
-    assert fsutil.is_tmpfs(shm)
-    assert fsutil.is_tmpfs(shm / "not-created-yet")
-    assert fsutil.fs_type(shm) == "tmpfs"
-
-
-def test_disk_folder_is_not_tmpfs() -> None:
-    repo = Path(__file__).resolve().parent
-    if fsutil.statfs_magic(repo) == fsutil.TMPFS_MAGIC:
-        pytest.skip("the checkout itself is on tmpfs")
-    assert not fsutil.is_tmpfs(repo)
-    assert fsutil.fs_type(repo) != "tmpfs"
-
-
-def test_symlink_into_tmpfs_is_resolved(tmp_path: Path) -> None:
-    link = tmp_path / "inbox"
-    link.symlink_to("/dev/shm")
-    if not Path("/dev/shm").is_dir():
-        pytest.skip("no /dev/shm on this machine")
-    assert fsutil.is_tmpfs(link)
-
-
-MOUNTINFO = """\
-22 27 0:21 / /proc rw,relatime - proc proc rw
-27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
-40 27 8:1 / /mnt/my rw,relatime shared:7 - ext4 /dev/sda1 rw
-41 27 0:50 / /mnt/my\\040inbox rw,nosuid - tmpfs tmp\\040fs rw,size=1024k
-42 27 0:51 / /srv rw - ext4 /dev/sdb1 rw
-43 42 0:52 / /srv rw - tmpfs tmpfs rw
-44 27 0:53 / /mnt/myinbox2 rw - vfat /dev/sdc1 rw
-this line is not mountinfo
-"""
-
-
-def test_mountinfo_parsing_escapes_and_longest_prefix() -> None:
-    mounts = fsutil.parse_mountinfo(MOUNTINFO)
-    assert len(mounts) == 7
-    assert mounts[3] == fsutil.Mount("/mnt/my inbox", "tmpfs", "tmp fs", "rw,nosuid")
-
-    def fstype(path: str) -> str:
-        return fsutil.mount_for(Path(path), mountinfo=MOUNTINFO).fstype
-
-    assert fstype("/mnt/my inbox/a.jpg") == "tmpfs"
-    assert fstype("/mnt/my inbox") == "tmpfs"
-    assert fstype("/mnt/my/a.jpg") == "ext4"
-    assert fstype("/mnt/myinbox") == "ext4"  # "/mnt/my" is not a prefix of this folder
-    assert fsutil.mount_for(Path("/mnt/myinbox"), mountinfo=MOUNTINFO).mount_point == "/"
-    assert fstype("/mnt/myinbox2/x") == "vfat"
-    assert fstype("/srv/inbox") == "tmpfs"  # of stacked mounts, the last is visible
-    with pytest.raises(OSError):
-        fsutil.mount_for(Path("/x"), mountinfo="garbage\n")
-
-
 # ----------------------------------------------------------------------------- real mounts
 
 
@@ -244,7 +184,7 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 @pytest.mark.system
 def test_disk_full_leaves_nothing_behind(mount_tmpfs: Callable[[str], Path]) -> None:
     folder = mount_tmpfs("size=256k,mode=0755")
-    assert fsutil.is_tmpfs(folder) and not fsutil.is_tmpfs(folder.parent)
+    assert mounts.is_tmpfs(folder) and not mounts.is_tmpfs(folder.parent)
     with pytest.raises(OutputError, match=r"^no space left on outbox device$"):
         fsutil.atomic_write(folder / "big.jpg", os.urandom(1024 * 1024))
     assert _listing(folder) == []

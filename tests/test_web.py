@@ -36,7 +36,7 @@ import pytest
 from helpers.daemon import PATIENCE, REPO, require_models, running, shm_dir, wait_for
 from PIL import Image
 
-from edgeguard import codec, config, fsutil
+from edgeguard import codec, config, mounts
 from edgeguard.errors import ConfigError, InputError, StartupError
 
 aiohttp = pytest.importorskip("aiohttp", reason="the web extra is not installed "
@@ -392,7 +392,7 @@ def test_listen_address_needs_allow_lan_beyond_loopback() -> None:
 
 
 def test_web_refuses_an_inbox_on_disk(tmp_path: Path) -> None:
-    if fsutil.is_tmpfs(tmp_path):
+    if mounts.is_tmpfs(tmp_path):
         pytest.skip("the pytest temporary folder is on tmpfs here")
     with pytest.raises(StartupError, match="not on tmpfs"):
         server.check_inbox(tmp_path)
@@ -1289,7 +1289,7 @@ def test_no_raw_byte_outside_tmpfs(appliance: dict[str, Any],
     roots = [Path("/tmp"), Path("/var/tmp"), REPO, app["scratch"]]
     assert _files_with(marker, roots, app["started"] - 1) == []
     # Only the daemon's own folders on tmpfs ever held it (failed/ had no copy: it worked).
-    assert fsutil.is_tmpfs(app["work"])
+    assert mounts.is_tmpfs(app["work"])
 
 
 @pytest.mark.system
