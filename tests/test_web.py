@@ -282,7 +282,7 @@ def test_place_never_collides_with_the_inbox_or_the_outbox(tmp_path: Path) -> No
     box = uploads.Inbox(inbox, outbox, "same")
     fd, part = box.new_part()
     os.close(fd)
-    assert part.name.startswith(".upload-") and part.name.endswith(".part")
+    assert part.name.startswith(".edgeguard-") and part.name.endswith(".part")
     placed = box.place(part, "a.jpg", "jpeg")
     assert placed.name == "a-2.jpg" and placed.output == "a-2.jpg"
     assert (inbox / "a.jpg").read_bytes() == b"someone else's"
@@ -779,7 +779,7 @@ def test_a_chunked_upload_has_a_total_cap(site: webapp.Settings) -> None:
         except aiohttp.ClientError:
             pass  # the server answered and closed while the client was still sending
         assert sent[0] < 20 * MB  # the server stopped reading
-        assert [n for n in os.listdir(site.inbox) if n.startswith(".upload-")] == []
+        assert [n for n in os.listdir(site.inbox) if n.startswith(".edgeguard-")] == []
         assert budget < 20 * MB
 
     serve_in_process(site, scenario)
@@ -801,7 +801,7 @@ def test_a_slow_upload_is_cut_off(site: webapp.Settings) -> None:
             webapp.CSRF_HEADER: csrf, "Content-Type": MULTIPART}), 60 * PATIENCE)
         assert r.status == 408
         assert "too slow" in (await r.json())["error"]
-        assert [n for n in os.listdir(slow.inbox) if n.startswith(".upload-")] == []
+        assert [n for n in os.listdir(slow.inbox) if n.startswith(".edgeguard-")] == []
 
     serve_in_process(slow, scenario)
 
@@ -888,7 +888,7 @@ def test_forms_are_never_spooled_to_temporary_files(site: webapp.Settings, tmp_p
                               headers={webapp.CSRF_HEADER: csrf})
         assert r.status == 413
         assert list(spool.iterdir()) == []
-        assert [n for n in os.listdir(site.inbox) if n.startswith(".upload-")] == []
+        assert [n for n in os.listdir(site.inbox) if n.startswith(".edgeguard-")] == []
 
     serve_in_process(site, scenario)
 
@@ -1281,7 +1281,7 @@ def test_no_raw_byte_outside_tmpfs(appliance: dict[str, Any],
     written = app["watcher"].stop()
     inbox = str(app["work"] / "inbox") + "/"
     assert app["watcher"].samples > 100
-    assert any(p.startswith(inbox + ".upload-") for p in written), written
+    assert any(p.startswith(inbox + ".edgeguard-") for p in written), written
     outside = sorted(p for p in written if not p.startswith(inbox))
     assert outside == [], outside
     web = app["web"]
