@@ -91,7 +91,7 @@ def _after(step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def install() -> None:
     from edgeguard import codec
     from edgeguard.detect import detector
-    from edgeguard.sinks import fileops, outbox
+    from edgeguard.sinks import failed, fileops, outbox
 
     _arm()
     codec.decode_file = _before("decode", codec.decode_file)
@@ -121,8 +121,9 @@ def install() -> None:
 
     def rename_noreplace(src: Path, dst: Path) -> bool:
         name = Path(src).name
-        if not name.startswith(fileops.TMP_PREFIX):  # a raw input moving into failed/
-            reached("fail")
+        if not name.startswith(fileops.TMP_PREFIX):  # an inbox claim, or a move to failed/
+            if os.path.lexists(f"{dst}{failed.REASON_SUFFIX}"):
+                reached("fail")
             return real_rename(src, dst)
         image = not name.endswith(".json" + outbox.TMP_SUFFIX)
         if image:
@@ -132,7 +133,8 @@ def install() -> None:
             reached("renamed")
         return out
 
-    # Every publish (outbox and failed/ alike) renames through fileops.
+    # Every publish (outbox and failed/ alike) renames through fileops; so does the spool's
+    # claim of an inbox file when it is imported after this.
     fileops.rename_noreplace = rename_noreplace
     outbox._remove_if_same = _after(
         "deleted", outbox._remove_if_same)
