@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers.daemon import REPO, shm_dir
 
 from edgeguard import mounts
 from edgeguard.errors import OutputError
@@ -20,7 +22,6 @@ from edgeguard.sinks.fileops import TMP_PREFIX, candidate_name, publish, publish
 from edgeguard.sinks.journal import Journal
 from edgeguard.sinks.outbox import Outbox
 
-REPO = Path(__file__).resolve().parent.parent
 STILL = "cam-20260101-120000-123.jpg"  # the camera's still name (camera/loop.py)
 
 
@@ -32,18 +33,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-@pytest.fixture
-def shm() -> Iterator[Path]:
-    """A fresh folder on /dev/shm (tmpfs, where the inbox and failed/ live)."""
-    base = Path("/dev/shm")
-    if not base.is_dir() or not mounts.is_tmpfs(base):
-        pytest.skip("no tmpfs at /dev/shm")
-    folder = base / f"edgeguard-fileops-{os.getpid()}-{os.urandom(4).hex()}"
-    folder.mkdir()
-    yield folder
-    subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
 # ----------------------------------------------------------------------------- publish_bytes
@@ -170,13 +159,17 @@ def test_a_name_another_writer_claims_first_is_passed_over(tmp_path: Path) -> No
 # ----------------------------------------------------------------------------- rename_noreplace
 
 
-def test_rename_noreplace_is_atomic_on_tmpfs(shm: Path) -> None:
-    (shm / "a").write_bytes(b"A")
-    (shm / "b").write_bytes(b"B")
-    with pytest.raises(FileExistsError):
-        fileops.rename_noreplace(shm / "a", shm / "b")
-    assert fileops.rename_noreplace(shm / "a", shm / "c") is True  # renameat2, no link
-    assert {p: (shm / p).read_bytes() for p in _listing(shm)} == {"b": b"B", "c": b"A"}
+def test_rename_noreplace_is_atomic_on_tmpfs() -> None:
+    shm = shm_dir()  # tmpfs, where the inbox and failed/ live
+    try:
+        (shm / "a").write_bytes(b"A")
+        (shm / "b").write_bytes(b"B")
+        with pytest.raises(FileExistsError):
+            fileops.rename_noreplace(shm / "a", shm / "b")
+        assert fileops.rename_noreplace(shm / "a", shm / "c") is True  # renameat2, no link
+        assert {p: (shm / p).read_bytes() for p in _listing(shm)} == {"b": b"B", "c": b"A"}
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
 
 
 def test_without_renameat2_a_hard_link_publishes(tmp_path: Path,

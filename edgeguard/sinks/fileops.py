@@ -56,6 +56,18 @@ _RENAME_NOREPLACE: Final = 1
 # renameat2 errors that mean "not on this kernel or file system", not "no".
 _NO_RENAMEAT2: Final = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP,
                                   errno.EOPNOTSUPP})
+_REASONS: Final = {
+    errno.ENOSPC: "no space left on {} device",
+    errno.EDQUOT: "disk quota exceeded on {} device",
+    errno.EROFS: "{} is on a read-only file system",
+    errno.EACCES: "permission denied writing to {}",
+    errno.EPERM: "permission denied writing to {}",
+    errno.ENOENT: "{} folder does not exist",
+    errno.ENOTDIR: "{} path is not a folder",
+    errno.ENAMETOOLONG: "file name too long for {}",
+    errno.EIO: "I/O error writing to {}",
+    errno.EEXIST: "no free file name in {}",
+}
 # link(2) errors that mean "this file system has no hard links", not "you may not".
 _NO_LINK: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS,
                              errno.EMLINK, errno.EXDEV})
@@ -310,26 +322,9 @@ def publish_bytes(data: bytes, folder: Path, name: str, *, mode: int = 0o644,
 
 def reason(exc: OSError, label: str) -> str:
     """A one-line reason for a failed write to ``label`` that a user can act on."""
-    code = exc.errno
-    if code == errno.ENOSPC:
-        return f"no space left on {label} device"
-    if code == errno.EDQUOT:
-        return f"disk quota exceeded on {label} device"
-    if code == errno.EROFS:
-        return f"{label} is on a read-only file system"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"permission denied writing to {label}"
-    if code == errno.ENOENT:
-        return f"{label} folder does not exist"
-    if code == errno.ENOTDIR:
-        return f"{label} path is not a folder"
-    if code == errno.ENAMETOOLONG:
-        return f"file name too long for {label}"
-    if code == errno.EIO:
-        return f"I/O error writing to {label}"
-    if code == errno.EEXIST:
-        return f"no free file name in {label}"
-    return f"cannot write to {label}: {exc.strerror or exc}"
+    template = _REASONS.get(exc.errno or 0)
+    return template.format(label) if template else \
+        f"cannot write to {label}: {exc.strerror or exc}"
 
 
 def sweep_leftovers(folder: Path) -> int:
