@@ -56,6 +56,10 @@ _RENAME_NOREPLACE: Final = 1
 # renameat2 errors that mean "not on this kernel or file system", not "no".
 _NO_RENAMEAT2: Final = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP,
                                   errno.EOPNOTSUPP})
+# link(2) errors that mean "this file system has no hard links", not "you may not".
+_NO_LINK: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS,
+                             errno.EMLINK, errno.EXDEV})
+# What a user is told when a write fails (reason()).
 _REASONS: Final = {
     errno.ENOSPC: "no space left on {} device",
     errno.EDQUOT: "disk quota exceeded on {} device",
@@ -68,9 +72,6 @@ _REASONS: Final = {
     errno.EIO: "I/O error writing to {}",
     errno.EEXIST: "no free file name in {}",
 }
-# link(2) errors that mean "this file system has no hard links", not "you may not".
-_NO_LINK: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS,
-                             errno.EMLINK, errno.EXDEV})
 
 
 # ----------------------------------------------------------------------------- names
