@@ -133,11 +133,11 @@ class InProcess:
         dest.mkdir(parents=True)
 
     def one(self, src: Path) -> float:
-        from edgeguard import fsutil
+        from edgeguard.sinks.fileops import publish_bytes
 
         t0 = time.perf_counter()
         out = self.pipe.redact_file(src)
-        fsutil.write_unique(self.dest, src.stem, out.suffix, out.data)
+        publish_bytes(out.data, self.dest, src.stem + out.suffix)
         return time.perf_counter() - t0
 
     def burst(self, inputs: list[Path]) -> float:

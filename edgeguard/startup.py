@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeguard import config, fsutil, models
+from edgeguard import config, models, mounts
 from edgeguard.config import Config
 from edgeguard.errors import EdgeGuardError, OutputError, StartupError
 from edgeguard.sinks.journal import Journal
@@ -149,7 +149,7 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def default_base(is_tmpfs: Callable[[Path], bool] = fsutil.is_tmpfs) -> Path:
+def default_base(is_tmpfs: Callable[[Path], bool] = mounts.is_tmpfs) -> Path:
     """/run/edgeguard when it is (or can be made) a writable folder on tmpfs, else
     /dev/shm/edgeguard-$USER."""
     run = RUN_BASE
@@ -237,7 +237,7 @@ def check_layout(paths: Paths) -> str:
 
 
 def check_tmpfs(label: str, path: Path, mode: int,
-                is_tmpfs: Callable[[Path], bool] = fsutil.is_tmpfs, *,
+                is_tmpfs: Callable[[Path], bool] = mounts.is_tmpfs, *,
                 create: bool = True) -> str:
     there = _folder(path, mode, create)
     if not is_tmpfs(there):

@@ -14,6 +14,7 @@ from helpers.camera import read_video
 
 from edgeguard.camera import video
 from edgeguard.camera.video import SegmentWriter
+from edgeguard.sinks.fileops import TMP_PREFIX, sweep_leftovers
 
 SIZE = (160, 96)
 
@@ -41,7 +42,7 @@ def test_this_opencv_build_writes_both_formats(tmp_path: Path, fmt: str) -> None
     for i in range(5):
         w.write(frame(40 * i), i / 10)
     hidden = [p.name for p in tmp_path.iterdir()]
-    assert len(hidden) == 1 and hidden[0].startswith(".cam-") and hidden[0].endswith(fmt)
+    assert len(hidden) == 1 and hidden[0].startswith(TMP_PREFIX) and hidden[0].endswith(fmt)
     path = w.close()
     assert path is not None and path.suffix == f".{fmt}" and video.FINAL_RE.match(path.name)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
@@ -121,14 +122,16 @@ def test_the_quota_runs_after_each_segment(tmp_path: Path) -> None:
     assert len(list(tmp_path.iterdir())) == 0  # a 1-byte quota keeps nothing published
 
 
-def test_unfinished_segments_from_a_crash_are_removed(tmp_path: Path) -> None:
-    stale = tmp_path / ".cam-20250101-000000.0123456789abcdef.part.mp4"
-    stale.write_bytes(b"half")
-    keep = [tmp_path / ".cam-notours.part.mp4", tmp_path / "cam-20250101-000000.mp4"]
-    for k in keep:
-        k.write_bytes(b"x")
-    assert video.remove_stale(tmp_path) == 1
-    assert not stale.exists() and all(k.exists() for k in keep)
+def test_an_unfinished_segment_from_a_crash_is_swept(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    for i in range(5):
+        w.write(frame(40 * i), i / 10)
+    # A crash now leaves the open segment under its temporary name: the daemon's sweep at
+    # the next start removes it, and nothing else.
+    published = tmp_path / "cam-20250101-000000.mp4"
+    published.write_bytes(b"x")
+    assert sweep_leftovers(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == [published]
 
 
 def test_unknown_format_is_rejected(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from helpers.daemon import (
 )
 from helpers.images import decode, jpeg
 
-from edgeguard import fsutil
+from edgeguard import mounts
 from edgeguard.sources.spool import spool_for
 
 pytestmark = pytest.mark.system
@@ -488,7 +488,7 @@ def test_a_file_the_daemon_keeps_dying_on_ends_in_failed(work: Path, face_jpeg: 
 def _disk_dir(tmp_path: Path) -> Path:
     for candidate in (tmp_path, REPO / ".cache"):
         candidate.mkdir(parents=True, exist_ok=True)
-        if not fsutil.is_tmpfs(candidate):
+        if not mounts.is_tmpfs(candidate):
             return candidate
     skip_or_fail("no disk-backed folder to test with")
     raise AssertionError("unreachable")

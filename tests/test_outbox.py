@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from edgeguard.errors import OutputError
-from edgeguard.sinks import fileops
 from edgeguard.sinks import outbox as outbox_mod
 from edgeguard.sinks.failed import FailedSink
 from edgeguard.sinks.journal import PUBLISHING, Identity, Journal
@@ -159,25 +158,6 @@ def test_link_fallback_state_is_recovered_as_published(world: dict[str, Path]) -
     Outbox(world["outbox"], journal).recover()
     assert _files(world["outbox"]) == {"a.jpg": b"REDACTED"}
     assert not src.exists()
-
-
-def test_rename_noreplace_link_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fileops, "_renameat2", None)
-    (tmp_path / "a").write_bytes(b"A")
-    (tmp_path / "b").write_bytes(b"B")
-    with pytest.raises(FileExistsError):
-        fileops.rename_noreplace(tmp_path / "a", tmp_path / "b")
-    assert fileops.rename_noreplace(tmp_path / "a", tmp_path / "c") is False
-    assert _files(tmp_path) == {"b": b"B", "c": b"A"}
-
-
-def test_rename_noreplace_is_atomic_where_the_kernel_allows(tmp_path: Path) -> None:
-    (tmp_path / "a").write_bytes(b"A")
-    (tmp_path / "b").write_bytes(b"B")
-    with pytest.raises(FileExistsError):
-        fileops.rename_noreplace(tmp_path / "a", tmp_path / "b")
-    assert fileops.rename_noreplace(tmp_path / "a", tmp_path / "c") in (True, False)
-    assert _files(tmp_path) == {"b": b"B", "c": b"A"}
 
 
 @pytest.mark.parametrize(("code", "words"), [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeguard import fsutil
+from edgeguard import mounts
 from edgeguard.sources import acl
 from edgeguard.sources.spool import Claimer, spool_for
 
@@ -23,7 +23,7 @@ from edgeguard.sources.spool import Claimer, spool_for
 @pytest.fixture
 def inbox() -> Iterator[Path]:
     shm = Path("/dev/shm")
-    if not shm.is_dir() or not fsutil.is_tmpfs(shm):
+    if not shm.is_dir() or not mounts.is_tmpfs(shm):
         pytest.skip("no /dev/shm tmpfs")
     root = shm / f"edgeguard-spool-test-{os.getpid()}-{time.monotonic_ns()}"
     (root / "inbox").mkdir(parents=True)

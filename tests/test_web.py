@@ -36,7 +36,7 @@ import pytest
 from helpers.daemon import PATIENCE, REPO, require_models, running, shm_dir, wait_for
 from PIL import Image
 
-from edgeguard import codec, config, fsutil
+from edgeguard import codec, config, mounts
 from edgeguard.errors import ConfigError, InputError, StartupError
 
 aiohttp = pytest.importorskip("aiohttp", reason="the web extra is not installed "
@@ -283,7 +283,7 @@ def test_place_never_collides_with_the_inbox_or_the_outbox(tmp_path: Path) -> No
     box = uploads.Inbox(inbox, outbox, "same")
     fd, part = box.new_part()
     os.close(fd)
-    assert part.name.startswith(".upload-") and part.name.endswith(".part")
+    assert part.name.startswith(".edgeguard-") and part.name.endswith(".part")
     placed = box.place(part, "a.jpg", "jpeg")
     assert placed.name == "a-2.jpg" and placed.output == "a-2.jpg"
     assert (inbox / "a.jpg").read_bytes() == b"someone else's"
@@ -393,7 +393,7 @@ def test_listen_address_needs_allow_lan_beyond_loopback() -> None:
 
 
 def test_web_refuses_an_inbox_on_disk(tmp_path: Path) -> None:
-    if fsutil.is_tmpfs(tmp_path):
+    if mounts.is_tmpfs(tmp_path):
         pytest.skip("the pytest temporary folder is on tmpfs here")
     with pytest.raises(StartupError, match="not on tmpfs"):
         server.check_inbox(tmp_path)
@@ -780,7 +780,7 @@ def test_a_chunked_upload_has_a_total_cap(site: webctx.Settings) -> None:
         except aiohttp.ClientError:
             pass  # the server answered and closed while the client was still sending
         assert sent[0] < 20 * MB  # the server stopped reading
-        assert [n for n in os.listdir(site.inbox) if n.startswith(".upload-")] == []
+        assert [n for n in os.listdir(site.inbox) if n.startswith(".edgeguard-")] == []
         assert budget < 20 * MB
 
     serve_in_process(site, scenario)
@@ -802,7 +802,7 @@ def test_a_slow_upload_is_cut_off(site: webctx.Settings) -> None:
             webctx.CSRF_HEADER: csrf, "Content-Type": MULTIPART}), 60 * PATIENCE)
         assert r.status == 408
         assert "too slow" in (await r.json())["error"]
-        assert [n for n in os.listdir(slow.inbox) if n.startswith(".upload-")] == []
+        assert [n for n in os.listdir(slow.inbox) if n.startswith(".edgeguard-")] == []
 
     serve_in_process(slow, scenario)
 
@@ -889,7 +889,7 @@ def test_forms_are_never_spooled_to_temporary_files(site: webctx.Settings, tmp_p
                               headers={webctx.CSRF_HEADER: csrf})
         assert r.status == 413
         assert list(spool.iterdir()) == []
-        assert [n for n in os.listdir(site.inbox) if n.startswith(".upload-")] == []
+        assert [n for n in os.listdir(site.inbox) if n.startswith(".edgeguard-")] == []
 
     serve_in_process(site, scenario)
 
@@ -1282,7 +1282,7 @@ def test_no_raw_byte_outside_tmpfs(appliance: dict[str, Any],
     written = app["watcher"].stop()
     inbox = str(app["work"] / "inbox") + "/"
     assert app["watcher"].samples > 100
-    assert any(p.startswith(inbox + ".upload-") for p in written), written
+    assert any(p.startswith(inbox + ".edgeguard-") for p in written), written
     outside = sorted(p for p in written if not p.startswith(inbox))
     assert outside == [], outside
     web = app["web"]
@@ -1290,7 +1290,7 @@ def test_no_raw_byte_outside_tmpfs(appliance: dict[str, Any],
     roots = [Path("/tmp"), Path("/var/tmp"), REPO, app["scratch"]]
     assert _files_with(marker, roots, app["started"] - 1) == []
     # Only the daemon's own folders on tmpfs ever held it (failed/ had no copy: it worked).
-    assert fsutil.is_tmpfs(app["work"])
+    assert mounts.is_tmpfs(app["work"])
 
 
 @pytest.mark.system

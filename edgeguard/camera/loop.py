@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edgeguard import codec, fsutil
+from edgeguard import codec
 from edgeguard.camera import masks, sources, video
 from edgeguard.camera.bracket import Bracket, Held
 from edgeguard.camera.capture import Capture
@@ -63,6 +63,7 @@ from edgeguard.errors import (
 )
 from edgeguard.geometry import Box, Detection, Region
 from edgeguard.redact import redact, region_for
+from edgeguard.sinks.fileops import publish_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +294,6 @@ class CameraService:
             logger.warning("camera: lores %dx%d has another aspect ratio than main %dx%d; "
                            "it is rescaled before detection (set camera.lores_size to "
                            "main's proportions to save that)", lw, lh, w, h)
-        video.remove_stale(self.outbox)
         if c.video:
             self._writer = video.ThreadedWriter(video.SegmentWriter(
                 self.outbox, fps=src.fps, size=src.main_size, fmt=c.video_format,
@@ -739,7 +739,7 @@ class CameraService:
         t2 = time.perf_counter()
         when = datetime.fromtimestamp(item.wall)
         stem = f"{STILL_PREFIX}{when:%Y%m%d-%H%M%S}-{when.microsecond // 1000:03d}"
-        path = fsutil.write_unique(self.outbox, stem, codec.suffix_for(fmt), data)
+        path = publish_bytes(data, self.outbox, stem + codec.suffix_for(fmt))
         logger.info("camera: still %s: %d region(s) from the full search, %d tracked; "
                     "search %.0f ms, redact+encode %.0f ms", path.name, len(found),
                     len(item.cover), (t1 - t0) * 1e3, (t2 - t1) * 1e3)

@@ -1,11 +1,11 @@
 """Redacted video segments in the outbox, published atomically, under a disk quota.
 
 A segment is written through OpenCV's VideoWriter (FFmpeg backend) to a hidden name in the
-outbox (``.cam-<stamp>.<16 hex>.part.mp4``; the container comes from the extension, so it
-must stay last), then, when the segment closes, fsync'ed and renamed to
-``cam-<stamp>.mp4`` with a rename that never replaces a file, and the folder fsync'ed: a
-reader sees a complete file or none. Hidden temporaries left by a crash are removed when
-the next writer starts.
+outbox (``.edgeguard-<16 hex>.mp4``; the container comes from the extension, so it must
+stay last), then, when the segment closes, fsync'ed and published as ``cam-<stamp>.mp4``
+(:func:`edgeguard.sinks.fileops.publish`: a rename that never replaces a file, then the
+folder fsync'ed): a reader sees a complete file or none. Hidden temporaries left by a crash
+are removed by the daemon's sweep at its next start.
 
 What this opencv-python-headless build can write (checked in the tests): ``mp4v``
 (MPEG-4 part 2) in .mp4 and .mkv, ``MJPG`` in .mkv and .avi; no H.264 encoder (only
@@ -23,12 +23,10 @@ oldest (by modification time) removed first.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import queue
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -39,14 +37,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgeguard import fsutil
+from edgeguard.sinks.fileops import publish, remove_quietly, temp_path
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "cam-"
 FOURCC = {"mp4": "mp4v", "mkv": "MJPG"}
 FINAL_RE = re.compile(r"^cam-\d{8}-\d{6}(-\d+)?\.(mp4|mkv)$")
-TEMP_RE = re.compile(r"^\.cam-\d{8}-\d{6}\.[0-9a-f]{16}\.part\.(mp4|mkv)$")
 # A gap longer than this many seconds is not filled frame by frame (a stalled camera must
 # not make us write minutes of repeated frames); the segment just jumps.
 MAX_FILL_S = 2.0
@@ -54,11 +51,6 @@ MAX_FILL_S = 2.0
 
 def stamp(wall: float) -> str:
     return datetime.fromtimestamp(wall).strftime("%Y%m%d-%H%M%S")
-
-
-def remove_stale(folder: Path) -> int:
-    """Remove unfinished segments a crash left behind; returns how many."""
-    return fsutil.remove_stale_temps(folder, TEMP_RE, "unfinished video segment(s)")
 
 
 def enforce_quota(folder: Path, quota_bytes: int) -> list[Path]:
@@ -183,7 +175,7 @@ class SegmentWriter:
 
     def _open(self, t: float) -> bool:
         self._stamp = stamp(self._wall())
-        temp = self.folder / f".{PREFIX}{self._stamp}.{secrets.token_hex(8)}.part.{self.fmt}"
+        temp = temp_path(self.folder, f".{self.fmt}")
         try:
             writer = self._factory(str(temp), cv2.VideoWriter.fourcc(*FOURCC[self.fmt]),
                                    self.fps, tuple(self.size))
@@ -195,7 +187,7 @@ class SegmentWriter:
         if writer is None or not writer.isOpened():
             if writer is not None:
                 writer.release()
-            _unlink(temp)
+            remove_quietly(temp)
             self.failures += 1
             self.last_error = f"video: cannot start a segment in {self.folder}: {reason}"
             logger.error("%s; video paused for %.0f s", self.last_error, self.segment_s)
@@ -214,7 +206,7 @@ class SegmentWriter:
             return None
         writer.release()
         if self._slots == 0:
-            _unlink(temp)
+            remove_quietly(temp)
             return None
         try:
             fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
@@ -224,7 +216,7 @@ class SegmentWriter:
                 os.close(fd)
             final = self._publish(temp)
         except OSError as exc:
-            _unlink(temp)
+            remove_quietly(temp)
             self.failures += 1
             self.last_error = f"video: cannot publish a segment: {exc.strerror or exc}"
             logger.error("%s", self.last_error)
@@ -238,18 +230,7 @@ class SegmentWriter:
         return final
 
     def _publish(self, temp: Path) -> Path:
-        name = f"{PREFIX}{self._stamp}.{self.fmt}"
-        for candidate in fsutil.candidate_names(name):
-            path = self.folder / candidate
-            if os.path.lexists(path):
-                continue
-            try:
-                fsutil.rename_noreplace(temp, path)
-            except FileExistsError:
-                continue
-            _fsync_dir(self.folder)
-            return path
-        raise OSError(errno.EEXIST, "no free name")  # pragma: no cover (endless names)
+        return publish(temp, self.folder, f"{PREFIX}{self._stamp}.{self.fmt}")
 
 
 class ThreadedWriter:
@@ -307,26 +288,3 @@ class ThreadedWriter:
                 pass
         finally:
             self.inner.close()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; a folder that cannot be fsync'ed only loses durability."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        logger.warning("cannot remove %s: %s", path, exc.strerror)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeguard import codec, config, fsutil
+from edgeguard import codec, config
 from edgeguard.cli import command
 from edgeguard.commands.common import (
     Progress,
@@ -21,6 +21,7 @@ from edgeguard.commands.video import blur_video
 from edgeguard.config import Config
 from edgeguard.errors import EdgeGuardError, InputError
 from edgeguard.pipeline import Pipeline
+from edgeguard.sinks.fileops import publish_bytes
 from edgeguard.sinks.outbox import SIDECAR_SUFFIX
 from edgeguard.sinks.sidecar import sidecar_text
 from edgeguard.tally import Tally, tally
@@ -87,10 +88,10 @@ def _expected_output(src: Path, rel: Path, outdir: Path, cfg: Config) -> Path | 
 def _write_sidecar(image: Path, text: str) -> str | None:
     target = image.with_name(image.name + SIDECAR_SUFFIX)
     try:
-        fsutil.atomic_write(target, text.encode())
-    except FileExistsError:
-        return f"{target} exists (left alone); no sidecar for {image.name}"
+        publish_bytes(text.encode(), target.parent, target.name, max_tries=1)
     except EdgeGuardError as exc:
+        if isinstance(exc.__cause__, FileExistsError):
+            return f"{target} exists (left alone); no sidecar for {image.name}"
         return f"sidecar not written: {exc}"
     return None
 
@@ -126,7 +127,7 @@ def _blur(args: argparse.Namespace) -> int:
             out = pipe.redact_file(src)
             folder = args.outdir / rel.parent
             folder.mkdir(parents=True, exist_ok=True)
-            written = fsutil.write_unique(folder, rel.stem, out.suffix, out.data)
+            written = publish_bytes(out.data, folder, rel.stem + out.suffix)
         except EdgeGuardError as exc:
             return _Done(src, error=str(exc))
         except OSError as exc:

@@ -3,14 +3,12 @@ place when complete, and a per-frame progress line on a terminal."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import uuid
 from pathlib import Path
 from typing import TextIO
 
-from edgeguard import fsutil
 from edgeguard.errors import OutputError
+from edgeguard.sinks.fileops import publish, reason, remove_quietly, temp_path
 from edgeguard.video import item
 from edgeguard.video.probe import output_name
 from edgeguard.video.transcode import FrameFinder
@@ -50,14 +48,15 @@ def blur_video(src: Path, rel: Path, kind: str, pipe: FrameFinder, outdir: Path)
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from exc
-    tmp = folder / f".edgeguard-{uuid.uuid4().hex[:16]}.tmp"
+    tmp = temp_path(folder)
     bar = FrameBar(str(src))
     try:
         item.write_new_video(src, tmp, kind=kind, search=pipe, progress=bar)
     finally:
         bar.close()
     try:
-        return fsutil.claim_free_name(tmp, folder, final.name, label=str(folder))
+        return publish(tmp, folder, final.name)
+    except OSError as exc:
+        raise OutputError(reason(exc, str(folder))) from exc
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)  # gone already after a publish

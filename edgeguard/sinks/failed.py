@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edgeguard.sinks.fileops import NAME_MAX, fit_name, rename_noreplace, write_new
+from edgeguard.sinks.fileops import NAME_MAX, publish, write_new
 
 logger = logging.getLogger(__name__)
 
 REASON_SUFFIX = ".reason"
-MAX_COLLISIONS = 10_000
 # A reason without its raw file is either a record in progress (milliseconds) or what a
 # crash between the two steps left; past this age it is the latter.
 _ORPHAN_GRACE_S = 60.0
@@ -44,12 +43,6 @@ _ORPHAN_GRACE_S = 60.0
 class Failure:
     path: Path
     reason_path: Path | None  # None: no space was left for it (the log has the reason)
-
-
-def _candidate(path: Path, n: int) -> Path:
-    tail = path.suffix if n == 0 else f"-{n}{path.suffix}"
-    name = fit_name(path.stem, tail, NAME_MAX - len(REASON_SUFFIX))
-    return path if name == path.name else path.with_name(name)
 
 
 def _reason_of(path: Path) -> Path:
@@ -82,34 +75,38 @@ class FailedSink:
         text = f"{reason}\nsource: {rel}\nfailed at: {when}\n"
         # surrogateescape: a name that is not UTF-8 is written back as its own bytes.
         data = text.encode(errors="surrogateescape")
-        for n in range(MAX_COLLISIONS):
-            target = _candidate(wanted, n)
-            reason_path = _reason_of(target)
-            if os.path.lexists(target) or os.path.lexists(reason_path):
-                continue
-            kept: Path | None = reason_path
+        kept: Path | None = None
+
+        def taken(target: Path) -> bool:
+            return os.path.lexists(target) or os.path.lexists(_reason_of(target))
+
+        def write_reason(target: Path) -> None:
+            # The reason first: a crash before the move leaves only an orphan reason.
+            nonlocal kept
+            kept = _reason_of(target)
             try:
-                write_new(reason_path, data, mode=0o600)
+                write_new(kept, data, mode=0o600)
             except FileExistsError:
-                continue
+                kept = None
+                raise
             except OSError as exc:
+                kept = None
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 logger.warning("failed/: no space left for a .reason file; the reason is "
                                "in the log only")
-                kept = None
-            try:
-                rename_noreplace(source, target)
-            except FileExistsError:
-                if kept is not None:
-                    kept.unlink(missing_ok=True)
-                continue
-            except OSError:
-                if kept is not None:
-                    kept.unlink(missing_ok=True)
-                raise
-            return Failure(target, kept)
-        raise FileExistsError(f"failed/: {MAX_COLLISIONS} names taken for {rel.name}")
+
+        def drop_reason(target: Path) -> None:
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+
+        try:
+            target = publish(source, wanted.parent, wanted.name,
+                             limit=NAME_MAX - len(REASON_SUFFIX), taken=taken,
+                             before=write_reason, undo=drop_reason)
+        except FileExistsError as exc:
+            raise FileExistsError(f"failed/: {exc.strerror} for {rel.name}") from exc
+        return Failure(target, kept)
 
     def prune(self) -> int:
         """Apply the count and age bounds; returns how many entries were removed."""

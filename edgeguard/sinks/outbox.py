@@ -1,11 +1,11 @@
 """The outbox: only redacted images, published atomically, never replacing a file.
 
 Each output is written to a hidden temporary name (``.edgeguard-<id>.tmp``) in its final
-folder, fsynced, and renamed into place with RENAME_NOREPLACE: a reader sees the whole
-file or nothing, and an existing file is never overwritten (a collision gets a ``-1``,
-``-2``, ... suffix). Subfolders of the inbox are mirrored. The journal (see
-:mod:`edgeguard.sinks.journal`) records each step, so a crash at any point leaves
-exactly one output or none, never a duplicate.
+folder, fsynced, and published with :func:`edgeguard.sinks.fileops.publish` (a rename
+with RENAME_NOREPLACE): a reader sees the whole file or nothing, and an existing file is
+never overwritten (a collision gets a ``-1``, ``-2``, ... suffix). Subfolders of the inbox
+are mirrored. The journal (see :mod:`edgeguard.sinks.journal`) records each step, so a
+crash at any point leaves exactly one output or none, never a duplicate.
 
 Errors writing the outbox (full, read-only, permissions) are :class:`OutputError`: the
 raw file stays queued and nothing partial remains in the outbox.
@@ -17,20 +17,24 @@ import contextlib
 import errno
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeguard.errors import OutputError
-from edgeguard.sinks.fileops import NAME_MAX, fit_name, fsync_dir, rename_noreplace, write_new
+from edgeguard.sinks.fileops import (
+    NAME_MAX,
+    candidate_name,
+    publish,
+    sweep_leftovers,
+    temp_path,
+    write_new,
+)
 from edgeguard.sinks.journal import PUBLISHING, Identity, Journal, Record
 
 logger = logging.getLogger(__name__)
 
-TMP_PREFIX = ".edgeguard-"
 TMP_SUFFIX = ".tmp"
-MAX_COLLISIONS = 10_000
 SIDECAR_SUFFIX = ".json"
 # An output name leaves room for its sidecar's suffix: inbox names may be 255 bytes long.
 OUTPUT_NAME_MAX = NAME_MAX - len(SIDECAR_SUFFIX)
@@ -68,8 +72,7 @@ def candidate(path: Path, n: int) -> Path:
     The stem is shortened where the name (with its sidecar's ``.json``) would pass the
     file system's 255-byte limit: an over-long name must not look like an outbox outage.
     """
-    tail = path.suffix if n == 0 else f"-{n}{path.suffix}"
-    name = fit_name(path.stem, tail, OUTPUT_NAME_MAX)
+    name = candidate_name(path.name, n, OUTPUT_NAME_MAX)
     return path if name == path.name else path.with_name(name)
 
 
@@ -121,9 +124,8 @@ class Outbox:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _output_error(exc, "cannot create an outbox folder") from exc
-        token = uuid.uuid4().hex[:16]
-        tmp = folder / f"{TMP_PREFIX}{token}{TMP_SUFFIX}"
-        sidecar_tmp = folder / f"{TMP_PREFIX}{token}.json{TMP_SUFFIX}" if sidecar else None
+        tmp = temp_path(folder, TMP_SUFFIX)
+        sidecar_tmp = tmp.with_name(tmp.stem + SIDECAR_SUFFIX + TMP_SUFFIX) if sidecar else None
         try:
             rec = self.journal.begin(inbox=source, identity=identity, tmp=tmp,
                                      sidecar=sidecar, sidecar_tmp=sidecar_tmp)
@@ -146,32 +148,28 @@ class Outbox:
             self._abandon(rec)  # the writer failed (bad input, cancelled): nothing remains
             raise
         self._checkpoint("published")
-        with contextlib.suppress(OSError):
-            fsync_dir(folder)
         if sidecar is not None and sidecar_tmp is not None:
             self._write_sidecar(final, sidecar, sidecar_tmp)
             self._checkpoint("sidecar-written")
         return Delivery(rec, final)
 
     def _publish(self, rec: Record, tmp: Path, wanted: Path) -> tuple[Record, Path]:
-        for n in range(MAX_COLLISIONS):
-            final = candidate(wanted, n)
-            if os.path.lexists(final):
-                continue
-            rec = self.journal.advance(rec, phase=PUBLISHING, final=str(final))
+        journaled = rec
+
+        def journal_it(final: Path) -> None:
+            nonlocal journaled
+            journaled = self.journal.advance(journaled, phase=PUBLISHING, final=str(final))
             self._checkpoint("journaled-publishing")
-            try:
-                rename_noreplace(tmp, final)
-            except FileExistsError:
-                continue
-            return rec, final
-        raise OSError(errno.EEXIST, f"{MAX_COLLISIONS} names taken", str(wanted))
+
+        final = publish(tmp, wanted.parent, wanted.name, limit=OUTPUT_NAME_MAX,
+                        before=journal_it)
+        return journaled, final
 
     def _write_sidecar(self, final: Path, text: str, tmp: Path) -> None:
         target = final.with_name(final.name + SIDECAR_SUFFIX)
         try:
             write_new(tmp, text.encode())
-            rename_noreplace(tmp, target)
+            publish(tmp, target.parent, target.name, max_tries=1)
         except FileExistsError:
             logger.warning("outbox: a sidecar name is taken; sidecar skipped")
             tmp.unlink(missing_ok=True)
@@ -257,21 +255,11 @@ class Outbox:
     def sweep_temporaries(self) -> int:
         """Remove temporary files no record accounts for (a crash, then a reboot that
         emptied the journal). Call after :meth:`recover`, before any delivery starts."""
-        removed = 0
-        for folder, dirs, files in os.walk(self.root):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in files:
-                if name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX):
-                    path = Path(folder, name)
-                    if path.is_symlink():
-                        continue
-                    if _unlink_quietly(path):
-                        removed += 1
-        return removed
+        return sweep_leftovers(self.root)
 
     def writable(self) -> None:
         """Probe: create, fsync and remove a file in the outbox; OutputError when it fails."""
-        probe = self.root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+        probe = temp_path(self.root, ".probe")
         try:
             write_new(probe, b"edgeguard")
             probe.unlink()

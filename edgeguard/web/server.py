@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edgeguard import fsutil, service, startup
+from edgeguard import mounts, service, startup
 from edgeguard.config import Config
 from edgeguard.errors import ConfigError, StartupError
 from edgeguard.web.app import create_app
@@ -46,7 +46,7 @@ def check_listen(cfg: Config) -> str:
     return str(addr)
 
 
-def _base(is_tmpfs: Callable[[Path], bool] = fsutil.is_tmpfs) -> Path:
+def _base(is_tmpfs: Callable[[Path], bool] = mounts.is_tmpfs) -> Path:
     """The daemon's default base for this user if its inbox is there, else the service's.
 
     The service's web user cannot write /run/edgeguard itself, only its inbox, so the
@@ -62,7 +62,7 @@ def resolve_paths(cfg: Config) -> startup.Paths:
     return startup.resolve_paths(cfg, base=_base)
 
 
-def check_inbox(inbox: Path, *, is_tmpfs: Callable[[Path], bool] = fsutil.is_tmpfs) -> None:
+def check_inbox(inbox: Path, *, is_tmpfs: Callable[[Path], bool] = mounts.is_tmpfs) -> None:
     if not inbox.is_dir():
         raise StartupError(f"the inbox {inbox} does not exist: start the daemon first "
                            "(systemctl start edgeguard, or edgeguard run)")

@@ -1,14 +1,15 @@
 """Uploads: checked like the daemon checks them, streamed into the inbox, then followed.
 
 An upload is written straight into the inbox (tmpfs) under a hidden temporary name,
-``.upload-<hex>.part``, which the daemon never takes (hidden and partial names are
-ignored). Nothing of it is held in memory beyond one chunk, and nothing is written anywhere
-else. When the last byte is in, the file is checked: the same header checks the daemon's
-decoder runs first, with the same reasons (not an image, unsupported format, too many
-pixels, animated), plus the end-of-data checks the daemon would otherwise find while
-decoding a truncated JPEG or PNG. A file that fails is deleted and never reaches the
-daemon; one that passes is renamed into place with RENAME_NOREPLACE, which the daemon sees
-as a file moved in and takes at once.
+``.edgeguard-<hex>.part`` (:func:`edgeguard.sinks.fileops.temp_path`), which the daemon
+never takes (hidden and partial names are ignored). Nothing of it is held in memory beyond
+one chunk, and nothing is written anywhere else. When the last byte is in, the file is
+checked: the same header checks the daemon's decoder runs first, with the same reasons (not
+an image, unsupported format, too many pixels, animated), plus the end-of-data checks the
+daemon would otherwise find while decoding a truncated JPEG or PNG. A file that fails is
+deleted and never reaches the daemon; one that passes is published
+(:func:`edgeguard.sinks.fileops.publish`: a rename with RENAME_NOREPLACE), which the daemon
+sees as a file moved in and takes at once.
 
 Pixels are never decoded here (that would cost a Pi Zero 2 W as much memory as the daemon's
 own decode); a file that passes these checks and still fails to decode ends in failed/ with
@@ -43,11 +44,10 @@ from typing import IO, Any
 from edgeguard import codec
 from edgeguard.codec import decode
 from edgeguard.errors import DecodeError
-from edgeguard.sinks.fileops import rename_noreplace
+from edgeguard.sinks.fileops import publish, sweep_leftovers, temp_path
 from edgeguard.sinks.outbox import output_rel
 from edgeguard.sources.inbox import is_ignored_name
 
-PART_PREFIX = ".upload-"
 PART_SUFFIX = ".part"
 # The group is the web user's own (the inbox is not setgid): nobody else's. The daemon claims
 # the placed file into its spool and reads it there.
@@ -160,13 +160,6 @@ def safe_name(filename: str | None, fmt: str) -> str:
     return name
 
 
-def _candidate(name: str, n: int) -> str:
-    if n == 0:
-        return name
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}-{n}.{ext}" if dot else f"{name}-{n}"
-
-
 # -- the inbox --------------------------------------------------------------------------------
 
 
@@ -190,7 +183,7 @@ class Inbox:
         # Read and write: the checks read the file back through this descriptor.
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         for _ in range(16):
-            path = self.root / f"{PART_PREFIX}{secrets.token_hex(8)}{PART_SUFFIX}"
+            path = temp_path(self.root, PART_SUFFIX)
             try:
                 return os.open(path, flags, PART_MODE), path
             except FileExistsError:
@@ -199,19 +192,7 @@ class Inbox:
 
     def sweep_parts(self) -> int:
         """Remove temporary files a crashed web process left (the daemon never takes them)."""
-        removed = 0
-        try:
-            it = os.scandir(self.root)
-        except PermissionError:
-            return 0  # droppers (this process too) may not list the inbox: nothing to do
-        with it:
-            for e in it:
-                if (e.name.startswith(PART_PREFIX) and e.name.endswith(PART_SUFFIX)
-                        and e.is_file(follow_symlinks=False)):
-                    with contextlib.suppress(OSError):
-                        os.unlink(e.path)
-                        removed += 1
-        return removed
+        return sweep_leftovers(self.root)
 
     def expected_output(self, name: str, fmt: str) -> str:
         out_fmt = codec.output_format(fmt, self.output_format)
@@ -223,17 +204,12 @@ class Inbox:
         The name is chosen so that neither the inbox nor the outbox holds it yet: the
         daemon's output then gets exactly the expected name, which is how it is followed.
         """
-        for n in range(MAX_COLLISIONS):
-            name = _candidate(wanted, n)
-            output = self.expected_output(name, fmt)
-            if os.path.lexists(self.root / name) or os.path.lexists(self.outbox / output):
-                continue
-            try:
-                rename_noreplace(part, self.root / name)
-            except FileExistsError:
-                continue
-            return Placed(name, output, fmt)
-        raise OSError(errno.EEXIST, f"{MAX_COLLISIONS} names taken", wanted)
+        def taken(path: Path) -> bool:
+            return (os.path.lexists(path)
+                    or os.path.lexists(self.outbox / self.expected_output(path.name, fmt)))
+
+        name = publish(part, self.root, wanted, taken=taken, max_tries=MAX_COLLISIONS).name
+        return Placed(name, self.expected_output(name, fmt), fmt)
 
 
 def _idle_since(state: dict[str, Any] | None, at: float) -> bool:

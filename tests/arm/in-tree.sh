@@ -44,7 +44,8 @@ CONFIG=/etc/edgeguard/edgeguard.toml
 SELECTED=(
     tests/test_runtime.py tests/test_models.py tests/test_centerface.py tests/test_config.py
     tests/test_planner.py
-    tests/test_codec.py tests/test_redact.py tests/test_fsutil.py tests/test_daemon_service.py
+    tests/test_codec.py tests/test_redact.py tests/test_fileops.py tests/test_mounts.py
+    tests/test_daemon_service.py
     tests/test_inbox.py tests/test_outbox.py tests/test_daemon.py
     tests/test_cli.py::test_blur_strips_every_metadata_block_and_redacts
     tests/test_detector.py::test_astronaut_found_with_the_right_box
@@ -68,7 +69,8 @@ TFLITE_SELECTED=(
 FULL=(
     tests/test_runtime.py tests/test_models.py tests/test_centerface.py tests/test_config.py
     tests/test_planner.py
-    tests/test_codec.py tests/test_redact.py tests/test_fsutil.py tests/test_daemon_service.py
+    tests/test_codec.py tests/test_redact.py tests/test_fileops.py tests/test_mounts.py
+    tests/test_daemon_service.py
     tests/test_inbox.py tests/test_outbox.py tests/test_daemon.py tests/test_cli.py
     tests/test_detector.py tests/test_daemon_system.py tests/test_faults.py
     tests/test_hostile_inputs.py tests/test_camera_tracker.py tests/test_camera_sources.py

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeguard import fsutil
+from edgeguard import mounts
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRE = os.environ.get("EDGEGUARD_REQUIRE_SYSTEM") == "1"
@@ -214,7 +214,7 @@ def running(args: list[str], *, workdir: Path, env: dict[str, str] | None = None
 def shm_dir() -> Path:
     """A fresh folder on tmpfs (/dev/shm), removed by the caller."""
     base = Path("/dev/shm")
-    if not base.is_dir() or not fsutil.is_tmpfs(base):
+    if not base.is_dir() or not mounts.is_tmpfs(base):
         skip_or_fail("/dev/shm is not a tmpfs here")
     path = base / f"edgeguard-test-{uuid.uuid4().hex[:10]}"
     path.mkdir()

@@ -91,7 +91,7 @@ def _after(step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def install() -> None:
     from edgeguard import codec
     from edgeguard.detect import detector
-    from edgeguard.sinks import failed, outbox
+    from edgeguard.sinks import failed, fileops, outbox
 
     _arm()
     codec.decode_file = _before("decode", codec.decode_file)
@@ -117,10 +117,15 @@ def install() -> None:
 
     outbox.write_new = write_new
 
-    real_rename = outbox.rename_noreplace
+    real_rename = fileops.rename_noreplace
 
     def rename_noreplace(src: Path, dst: Path) -> bool:
-        image = not Path(src).name.endswith(".json" + outbox.TMP_SUFFIX)
+        name = Path(src).name
+        if not name.startswith(fileops.TMP_PREFIX):  # an inbox claim, or a move to failed/
+            if os.path.lexists(f"{dst}{failed.REASON_SUFFIX}"):
+                reached("fail")
+            return real_rename(src, dst)
+        image = not name.endswith(".json" + outbox.TMP_SUFFIX)
         if image:
             reached("rename")
         out = real_rename(src, dst)
@@ -128,10 +133,11 @@ def install() -> None:
             reached("renamed")
         return out
 
-    outbox.rename_noreplace = rename_noreplace
+    # Every publish (outbox and failed/ alike) renames through fileops; so does the spool's
+    # claim of an inbox file when it is imported after this.
+    fileops.rename_noreplace = rename_noreplace
     outbox._remove_if_same = _after(
         "deleted", outbox._remove_if_same)
-    failed.rename_noreplace = _before("fail", failed.rename_noreplace)
 
 
 def join_cgroup() -> None:
