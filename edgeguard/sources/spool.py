@@ -64,6 +64,80 @@ def spool_for(inbox: Path) -> Path:
     return inbox.with_name(inbox.name + ".spool")
 
 
+class InboxFolders:
+    """Lists the inbox's and the spool's folders for the claimer: bottom-up, hidden names
+    left out, no link followed; a dropper's folder the service cannot list is opened to it
+    first (an ACL entry); each folder's problem is logged once, its name hidden when
+    ``hide_names`` (daemon.hide_filenames)."""
+
+    def __init__(self, inbox: Path, spool: Path, *, hide_names: bool, uid: int,
+                 grant: Callable[[Path, int, int], None]) -> None:
+        self.inbox = inbox
+        self.spool = spool
+        self.hide_names = hide_names
+        self._uid = uid
+        self._grant = grant
+        self.warned: set[Path] = set()
+
+    def shown(self, folder: Path) -> str:
+        if self.hide_names and folder not in (self.inbox, self.spool):
+            return "(name hidden)"
+        return str(folder)
+
+    def warn_once(self, folder: Path, message: str) -> None:
+        if folder not in self.warned:
+            self.warned.add(folder)
+            logger.warning("%s", message)
+
+    def walk(self, root: Path) -> list[tuple[Path, list[str], list[str]]]:
+        """(folder, non-folder names, folder names) bottom-up, hidden names left out, no
+        link followed; a dropper's folder the service cannot list is opened to it first."""
+        out: list[tuple[Path, list[str], list[str]]] = []
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            entries = self._list(folder)
+            if entries is None:
+                continue
+            files: list[str] = []
+            dirs: list[str] = []
+            for entry in entries:
+                if is_ignored_name(entry.name):
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                (dirs if is_dir else files).append(entry.name)
+            out.append((folder, files, dirs))
+            stack.extend(folder / d for d in dirs)
+        out.reverse()  # children before parents
+        return out
+
+    def _list(self, folder: Path) -> list[os.DirEntry[str]] | None:
+        for attempt in (0, 1):
+            try:
+                with os.scandir(folder) as it:
+                    return list(it)
+            except FileNotFoundError:
+                return None
+            except NotADirectoryError:
+                return None
+            except PermissionError as exc:
+                if attempt or folder in (self.inbox, self.spool):
+                    self.warn_once(folder, f"cannot list the inbox folder "
+                                   f"{self.shown(folder)}: {exc.strerror}")
+                    return None
+                try:
+                    self._grant(folder, self._uid, 7)
+                except OSError as gexc:
+                    self.warn_once(folder, f"cannot list the inbox folder "
+                                   f"{self.shown(folder)}: {exc.strerror} "
+                                   f"({gexc.strerror})")
+                    return None
+        return None
+
+
 class Claimer(FolderWatch):
     """Moves arrivals from the inbox into the spool; removes emptied folders.
 
@@ -82,7 +156,6 @@ class Claimer(FolderWatch):
         self._inbox_real = os.path.realpath(inbox)  # the configured path may hold links
         self.spool = spool
         self.stable_s = stable_s
-        self.hide_names = hide_names  # daemon.hide_filenames: no folder names in the log
         self._on_claim = on_claim
         self._uid = os.geteuid() if uid is None else uid
         self._grant = grant
@@ -95,10 +168,20 @@ class Claimer(FolderWatch):
         self._spool_dirs: set[Path] = set()
         # Arrivals whose name is still taken in the spool: claimed once it is free.
         self._waiting: set[Path] = set()
-        self._warned: set[Path] = set()
+        self.folders = InboxFolders(inbox, spool, hide_names=hide_names, uid=self._uid,
+                                    grant=grant)
         super().__init__(inbox, self, [FileCreatedEvent, FileClosedEvent, FileMovedEvent,
                                        DirCreatedEvent, DirMovedEvent])
         self.claimed = 0
+
+    @property
+    def hide_names(self) -> bool:
+        """daemon.hide_filenames: no folder names in the log (changed by a reload)."""
+        return self.folders.hide_names
+
+    @hide_names.setter
+    def hide_names(self, value: bool) -> None:
+        self.folders.hide_names = value
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -137,9 +220,10 @@ class Claimer(FolderWatch):
                 self._waiting.add(path)
                 return None
             except OSError as exc:
-                self._warn_once(path.parent, f"cannot take files out of the inbox folder "
-                                f"{self._shown(path.parent)}: {exc.strerror}; they stay "
-                                "there until it is writable by the service")
+                folder = self.folders.shown(path.parent)
+                self.folders.warn_once(path.parent, f"cannot take files out of the inbox "
+                                       f"folder {folder}: {exc.strerror}; they stay there "
+                                       "until it is writable by the service")
                 return None
             self.claimed += 1
             self._waiting.discard(path)
@@ -183,23 +267,13 @@ class Claimer(FolderWatch):
             # The daemon's open then fails and says why (the file goes to failed/).
             logger.debug("spool: cannot make a claimed file readable: %s", exc.strerror)
 
-    def _shown(self, folder: Path) -> str:
-        if self.hide_names and folder not in (self.inbox, self.spool):
-            return "(name hidden)"
-        return str(folder)
-
-    def _warn_once(self, folder: Path, message: str) -> None:
-        if folder not in self._warned:
-            self._warned.add(folder)
-            logger.warning("%s", message)
-
     # -- sweeping -----------------------------------------------------------------------------
 
     def sweep(self) -> int:
         """Claim everything the inbox holds; remove emptied folders. Returns the number of
         files claimed (what events missed: at start, after a queue overflow)."""
         claimed = 0
-        for folder, files, subfolders in self._walk(self.inbox):
+        for folder, files, subfolders in self.folders.walk(self.inbox):
             for name in files:
                 if self.claim(folder / name) is not None:
                     claimed += 1
@@ -207,7 +281,7 @@ class Claimer(FolderWatch):
             if folder != self.inbox:
                 self._remove_if_settled(folder)
         with self._lock:
-            for folder, files, _ in self._walk(self.spool):
+            for folder, files, _ in self.folders.walk(self.spool):
                 if folder != self.spool and not files:
                     with contextlib.suppress(OSError):
                         os.rmdir(folder)  # only if empty: its subfolders went first
@@ -249,54 +323,6 @@ class Claimer(FolderWatch):
                 if folder.parent != self.spool:
                     self._spool_dirs.add(folder.parent)
 
-    def _walk(self, root: Path) -> list[tuple[Path, list[str], list[str]]]:
-        """(folder, non-folder names, folder names) bottom-up, hidden names left out, no
-        link followed; a dropper's folder the service cannot list is opened to it first."""
-        out: list[tuple[Path, list[str], list[str]]] = []
-        stack = [root]
-        while stack:
-            folder = stack.pop()
-            entries = self._list(folder)
-            if entries is None:
-                continue
-            files: list[str] = []
-            dirs: list[str] = []
-            for entry in entries:
-                if is_ignored_name(entry.name):
-                    continue
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
-                (dirs if is_dir else files).append(entry.name)
-            out.append((folder, files, dirs))
-            stack.extend(folder / d for d in dirs)
-        out.reverse()  # children before parents
-        return out
-
-    def _list(self, folder: Path) -> list[os.DirEntry[str]] | None:
-        for attempt in (0, 1):
-            try:
-                with os.scandir(folder) as it:
-                    return list(it)
-            except FileNotFoundError:
-                return None
-            except NotADirectoryError:
-                return None
-            except PermissionError as exc:
-                if attempt or folder in (self.inbox, self.spool):
-                    self._warn_once(folder, f"cannot list the inbox folder "
-                                    f"{self._shown(folder)}: {exc.strerror}")
-                    return None
-                try:
-                    self._grant(folder, self._uid, 7)
-                except OSError as gexc:
-                    self._warn_once(folder, f"cannot list the inbox folder "
-                                    f"{self._shown(folder)}: {exc.strerror} "
-                                    f"({gexc.strerror})")
-                    return None
-        return None
-
     def _remove_if_settled(self, folder: Path) -> bool:
         """rmdir an empty subfolder of the inbox that has settled (not changed for
         ``stable_s``: a writer filling it would have changed it). True when removed."""
@@ -310,10 +336,10 @@ class Claimer(FolderWatch):
             os.rmdir(folder)
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-                self._warn_once(folder, "cannot remove the empty inbox folder "
-                                f"{self._shown(folder)}: {exc.strerror}")
+                self.folders.warn_once(folder, "cannot remove the empty inbox folder "
+                                       f"{self.folders.shown(folder)}: {exc.strerror}")
             return False
-        self._warned.discard(folder)
+        self.folders.warned.discard(folder)
         logger.info("removed an emptied folder from the inbox")
         return True
 
