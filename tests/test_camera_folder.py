@@ -53,3 +53,30 @@ def test_regions_do_not_carry_from_one_image_to_the_next(tmp_path: Path,
     diff = np.abs(frames[1].astype(int) - expected.astype(int)).max(axis=2)
     # nothing of the astronaut's face region redacted on the wall (JPEG noise only)
     assert np.percentile(diff, 99.9) < 40, np.percentile(diff, 99.9)
+
+
+def test_each_image_of_a_folder_stands_alone(tmp_path: Path, astronaut_rgb: np.ndarray) -> None:
+    """Two images of the same size, the first with a face where the second has none: the
+    second comes out with nothing redacted there (no tracker, motion or bracket state
+    carries from one image to the next; before, the tracker's region persisted onto it)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    wall = background(512, 512, seed=5)
+    cv2.imwrite(str(folder / "1.png"), cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "2.png"), cv2.cvtColor(wall, cv2.COLOR_RGB2BGR))
+    cfg = config.from_dict({"redact": {"mode": "solid", "shape": "box"},
+                            "camera": {"source": f"file:{folder}", "fps": 2.0,
+                                       "video": True, "video_format": "mkv",
+                                       "max_frame_age_s": 60.0}})
+    (tmp_path / "out").mkdir()
+    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", paced=False)
+    svc.start()
+    svc.join(60 * PATIENCE)
+    svc.stop()
+    st = svc.status()
+    assert (st["failed"], st["written"], st["searched"]) == (0, 2, 2)
+    first, second = read_video(next((tmp_path / "out").glob("cam-*.mkv")))
+    face = (slice(80, 160), slice(180, 270))  # the astronaut's face, inside BlazeFace's box
+    assert first[face].max() < 40  # redacted solid black
+    diff = np.abs(second.astype(int) - wall.astype(int)).max(axis=2)
+    assert diff[face].max() < 40, diff[face].max()  # the wall as it was: nothing carried

@@ -398,3 +398,51 @@ def test_the_status_counts_the_last_segment_once_the_file_ended(
     svc.stop()
     assert st["state"] == "ended"
     assert st["video_segments"] == 1 == len(list((tmp_path / "outbox").glob("cam-*.mp4")))
+
+
+def test_every_frame_is_written_when_the_search_skips_frames(pipe: Pipeline, scene: Scene,
+                                                             frames_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """A search slower than the camera, forced (``search_every = 3``, a Pi 4 at 15 fps):
+    every camera frame is still written once, and the frames between two searches are
+    covered by the searches around them (the faces move 45 px a frame, nearly their width)."""
+    cfg = make_cfg(frames_dir, search_every=3, video_format="mkv")
+    svc, outs = run(cfg, pipe, tmp_path / "outbox")
+    (path, _), = outs.of("video")
+    frames = read_video(path)
+    assert len(frames) == len(scene.frames)
+    for i, out in enumerate(frames):
+        assert mean_diff(out, scene.frames[i], BACKGROUND) < 8  # frame i, not a repeat
+        for box in scene.faces[i]:
+            assert is_redacted(out, scene.frames[i], box), (i, box)
+    st = svc.status()
+    assert (st["frames"], st["written"], st["failed"]) == (16, 16, 0)
+    assert st["searched"] == 6  # frames 0, 3, 6, 9, 12, 15
+
+
+@pytest.mark.parametrize("search_every", [1, 3])
+def test_a_moving_face_stays_fully_covered(pipe: Pipeline, astronaut_rgb: np.ndarray,
+                                           tmp_path: Path, search_every: int) -> None:
+    """A 34 px face crossing the frame: every pixel of it is under the region in every
+    written frame (the region must not slide off the face, leaving an eye visible)."""
+    scene = moving_faces(astronaut_rgb, n=30, fps=15.0, head_px=72,
+                         tracks=((100, 300, 4.0, 1.0),))
+    src = scene.write(tmp_path / "frames")
+    cfg = config.from_dict({
+        "redact": {"mode": "solid", "shape": "box", "color": [255, 0, 255]},
+        "camera": {"source": f"file:{src}", "fps": 15.0, "video": True,
+                   "video_format": "mkv", "max_frame_age_s": 60.0,
+                   "search_every": search_every}})
+    svc, outs = run(cfg, pipe, tmp_path / "outbox")
+    (path, _), = outs.of("video")
+    frames = read_video(path)
+    assert len(frames) == len(scene.frames)
+    for i, out in enumerate(frames):
+        (x1, y1, x2, y2), = scene.faces[i]
+        assert y2 - y1 == 34
+        # the face box less a pixel of codec ringing at the region's edge, all magenta
+        face = out[y1 + 1:y2 - 1, x1 + 1:x2 - 1].astype(int)
+        off = np.abs(face - np.array([255, 0, 255])).max(axis=2)
+        assert (off < 60).all(), (i, int((off >= 60).sum()), off.shape)
+    assert svc.status()["failed"] == 0
+

@@ -8,6 +8,14 @@ back along the track's velocity and grown by ``growth`` of its size per second, 
 mirror image of the tracker's persistence. So a face is covered from its first frame as
 long as it is found within ``delay`` frames of it. The price is latency (``delay / fps``
 seconds) and memory (``delay`` raw frames, never written anywhere).
+
+Not every frame need be searched (the search is slower than the camera, or
+``camera.search_every``): an unsearched frame is held like the others and written once
+``delay`` *searched* frames follow it. Its cover is the union of the bracketing searches:
+the tracker's boxes from the searches before it (moved along each face's motion and grown
+with the time since) and the faces found in the searches after it, carried back here. So
+every camera frame is written, whatever the search rate, and what the search rate costs is
+the motion between two searches (the regions grow with it) and latency.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ class Held:
     found: list[tuple[int, Box, float, float]] = field(default_factory=list)
     error: str | None = None  # the search failed: the failure policy applies
     detect_ms: float = 0.0
+    searched: bool = True  # False: covered by the searches around it alone
 
 
 def _back(box: Box, vx: float, vy: float, dt: float, growth: float) -> Box:
@@ -48,12 +57,16 @@ class Bracket:
     """A FIFO of :class:`Held` frames; :meth:`push` returns the frames that are ready,
     each with every box to redact in it."""
 
-    def __init__(self, delay: int, *, growth: float = 0.5) -> None:
+    def __init__(self, delay: int, *, growth: float = 0.5, max_held: int | None = None) -> None:
         if delay < 0 or growth < 0:
             raise ValueError("delay and growth must be >= 0")
         self.delay = delay
         self.growth = growth
+        # A memory bound: when no search finishes for this many frames, the oldest is
+        # released with what is known (the tracker's boxes and any later search held).
+        self.max_held = max(delay + 1, max_held if max_held is not None else 4 * delay + 4)
         self._held: collections.deque[Held] = collections.deque()
+        self._searched = 0  # held frames that were searched
 
     def __len__(self) -> int:
         return len(self._held)
@@ -62,10 +75,12 @@ class Bracket:
         if self._held and item.t < self._held[-1].t:
             yield from self.drain()  # the stream restarted: nothing carries back over it
         self._held.append(item)
+        self._searched += item.searched
         # Searched frames, not stream time: the sweep covers the frame once every so many
-        # *searched* frames, so when the loop skips frames the hold (and the latency)
-        # grows with them rather than releasing a frame the sweep has not covered.
-        while len(self._held) > self.delay:
+        # *searched* frames, so when frames go unsearched the hold (and the latency) grows
+        # with them rather than releasing a frame the sweep has not covered.
+        while self._held and (self._searched - self._held[0].searched >= self.delay
+                              or len(self._held) > self.max_held):
             yield self._pop()
 
     def held(self) -> list[Held]:
@@ -82,6 +97,7 @@ class Bracket:
         later held frame but not in this one, carried back from its next detection (the
         nearest in time: the smallest region that holds it)."""
         first = self._held.popleft()
+        self._searched -= first.searched
         cover = list(first.cover)
         # A face's first detection has no velocity yet; its later ones in the bracket do.
         velocity = {tid: (vx, vy) for later in self._held for tid, _, vx, vy in later.found}

@@ -148,6 +148,7 @@ class _Counts:
     blanked: int = 0  # ... and were written black
     dropped: int = 0  # ... and were not written
     missed: int = 0  # frames the source skipped while we were busy
+    searched: int = 0  # frames searched (the others covered by the searches around them)
     stills: int = 0
     stills_failed: int = 0
     stills_skipped: int = 0  # asked for while the still worker was busy
@@ -225,7 +226,9 @@ class CameraService:
         self._own_detector = False  # built from the pipeline (so a reload may rebuild it)
         self._frame_search: FrameSearch | None = None
         self._capture: Capture | None = None
-        self._bracket = Bracket(c.delay_frames)
+        self._bracket = _bracket(c)
+        # frames held unsearched since the last search (the first frame is searched)
+        self._unsearched = c.search_every
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -286,7 +289,7 @@ class CameraService:
             self._frame_search = FrameSearch(
                 self._pipe, min_face=c.min_face, sweep_frames=c.sweep_frames,
                 max_views=c.max_views, motion_threshold=c.motion_threshold)
-        self._bracket = Bracket(c.delay_frames)
+        self._bracket = _bracket(c)
         w, h = src.main_size
         lw, lh = src.lores_size
         if abs(lw / lh - w / h) > 0.01 * (w / h):
@@ -475,26 +478,40 @@ class CameraService:
                 self.counts.missed += frame.index - self._last_index - 1
         self._last_index = frame.index
         shape = frame.main.shape
-        if self._last_shape is not None and shape != self._last_shape:
-            # Another picture (a folder of images of different sizes): nothing found in
-            # one carries over to the next, in either direction.
+        if frame.still or (self._last_shape is not None and shape != self._last_shape):
+            # Another picture (an image of a folder): nothing found in one carries over to
+            # the next, in either direction.
             self._search_held_in_full()
             self._drain()
             self.tracker.reset()
             if self._frame_search is not None:
                 self._frame_search.reset()
+            self._unsearched = c.search_every  # the next frame is searched
         self._last_shape = shape
-        held = Held(frame, frame.t)
+        held = Held(frame, frame.t, searched=frame.still or self._search_now())
         try:
-            t0 = self._clock()
-            boxes = self._search(frame)
-            held.detect_ms = (self._clock() - t0) * 1e3
+            boxes: list[Box] = []
+            if held.searched:
+                self._unsearched = 0
+                t0 = self._clock()
+                boxes = self._search(frame)
+                held.detect_ms = (self._clock() - t0) * 1e3
+            else:
+                self._unsearched += 1
             age = self._clock() - frame.captured
             if age > c.max_frame_age_s:
                 raise _Late(f"frame {age:.2f} s old after detection (bound "
                             f"{c.max_frame_age_s:g} s)")
-            held.cover = self.tracker.update(frame.t, boxes)
-            held.found = self.tracker.found_at(frame.t)
+            if frame.still:  # searched in full, written at once: no tracker, no bracket
+                held.cover = boxes
+                held.found = [(-1 - i, b, 0.0, 0.0) for i, b in enumerate(boxes)]
+            elif held.searched:
+                held.cover = self.tracker.update(frame.t, boxes)
+                held.found = self.tracker.found_at(frame.t)
+            else:
+                # The searches before it (moved and grown to this time); the bracket adds
+                # the faces the searches after it find.
+                held.cover = self.tracker.cover(frame.t)
         except (DetectionError, RedactionError, _Late) as exc:
             held.error = str(exc)
         except Exception as exc:  # the per-frame boundary: a bug fails the frame, closed
@@ -502,12 +519,30 @@ class CameraService:
                 self._error_logged.add(type(exc).__name__)
                 logger.exception("camera: internal error on a frame")
             held.error = f"internal error: {type(exc).__name__}: {exc}"
-        for ready, cover in self._bracket.push(held):
-            self._release(ready, cover)
+        if frame.still:
+            self._release(held, held.cover)
+        else:
+            for ready, cover in self._bracket.push(held):
+                self._release(ready, cover)
         with self._lock:
             self._frame_ms.append((self._clock() - t_start) * 1e3)
-            if self._frame_search is not None:
-                self._views.append(self._frame_search.stats.views)
+            if held.searched:
+                self.counts.searched += 1
+                if self._frame_search is not None:
+                    self._views.append(self._frame_search.stats.views)
+
+    def _search_now(self) -> bool:
+        """Whether this frame is searched: at most every ``search_every`` frames, and not
+        while frames wait behind it in a live camera's queue (the search takes the newest
+        frame when it is free; the frames before it are covered by the searches around
+        them, so every frame is written at the camera's rate). A frame is searched at
+        least once a second of frames whatever the queue (an unpaced file fills the queue
+        by design: it is never behind)."""
+        c = self.cfg.camera
+        if self._unsearched + 1 < c.search_every:
+            return False
+        behind = self._paced and self._capture is not None and self._capture.queued > 0
+        return not behind or self._unsearched + 1 >= max(c.search_every, round(c.fps))
 
     def _search_held_in_full(self) -> None:
         """At the end of a file (or a stop) no later frames will bracket the held ones: the
@@ -566,7 +601,8 @@ class CameraService:
         with self._lock:
             self.counts.written += 1
             self.counts.faces += len(held.found)
-            self._detect_ms.append(held.detect_ms)
+            if held.searched:
+                self._detect_ms.append(held.detect_ms)
             now = self._clock()
             self._frame_times.append(now)
             latency = (now - frame.captured) * 1e3
@@ -579,13 +615,9 @@ class CameraService:
         if self._frame_search is None:
             return self._detect(frame)
         try:
-            # Behind (frames queued): fewer crops this frame, so the queue drains and the
-            # latency stays bounded; the tracker and the bracket cover the faces between.
-            # (An unpaced file fills the queue by design: it is never behind.)
-            queued = self._capture.queued if self._capture is not None and self._paced else 0
-            budget = None if queued <= 1 else max(1, self.cfg.camera.max_views - 2 * queued)
-            return self._frame_search(frame.main, frame.lores, self.tracker.cover(frame.t),
-                                      max_views=budget)
+            if frame.still:
+                return self._frame_search.full(frame.main)
+            return self._frame_search(frame.main, frame.lores, self.tracker.cover(frame.t))
         except (ValueError, MemoryError) as exc:
             raise DetectionError(f"detection failed: {exc}") from exc
 
@@ -748,6 +780,13 @@ class CameraService:
     def _emit(self, kind: str, path: Path, index: int) -> None:
         if self._on_output is not None:
             self._on_output(kind, path, index)
+
+
+def _bracket(c: Any) -> Bracket:
+    """The bracket for ``camera`` settings ``c``: it holds ``delay_frames`` searched frames
+    and the unsearched ones between them, at most 2 s of frames beyond that (memory)."""
+    return Bracket(c.delay_frames,
+                   max_held=(c.delay_frames + 1) * c.search_every + round(2 * c.fps))
 
 
 def _p95(values: list[float]) -> float:

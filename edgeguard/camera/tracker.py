@@ -5,7 +5,10 @@ the score dips under the threshold). A video written from per-frame detections a
 would flash that face unredacted for a frame. The tracker keeps one track per face:
 
 - each frame's detections are matched to the tracks' predicted boxes (greedy, by overlap,
-  then by centre distance within one face size);
+  then by centre distance within one face size, or within the distance ``max_speed``
+  allows since the face was last seen, if longer: frames between two searches go
+  unsearched when the search is slower than the camera, and a face that moved more than
+  its width meanwhile is still the same face, whose velocity the bracket needs);
 - a matched track takes the detected box and updates a constant-velocity estimate of the
   face's centre (exponentially smoothed, capped at ``max_speed`` face widths per second:
   a walker's face crosses about 7 of its widths per second);
@@ -96,6 +99,7 @@ class Tracker:
         predicted = [tr.predicted(t) for tr in self.tracks]
         for i, p in enumerate(predicted):
             size = max(p.width, p.height)
+            reach = size * max(1.0, self.max_speed * (t - self.tracks[i].seen))
             for j, b in enumerate(unmatched_boxes):
                 iou = _iou(p, b)
                 if iou >= self.min_iou:
@@ -103,8 +107,8 @@ class Tracker:
                     continue
                 (pcx, pcy), (bcx, bcy) = p.center, b.center
                 dist = math.hypot(pcx - bcx, pcy - bcy)
-                if dist <= size:
-                    pairs.append((1.0 - dist / (size + 1e-9), i, j))
+                if dist <= reach:
+                    pairs.append((1.0 - dist / (reach + 1e-9), i, j))
         pairs.sort(reverse=True)
         used_t: set[int] = set()
         used_b: set[int] = set()
