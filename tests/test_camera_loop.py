@@ -5,6 +5,7 @@ Every stored frame is compared with the raw frame at the faces' known positions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -20,7 +21,7 @@ from edgeguard.camera import sources
 from edgeguard.camera.loop import CameraService
 from edgeguard.camera.status import render_status
 from edgeguard.errors import DetectionError, StartupError
-from edgeguard.geometry import Detection
+from edgeguard.geometry import Box, Detection
 from edgeguard.pipeline import Pipeline
 
 # A patch of background no face ever crosses (the heads move along the two diagonals).
@@ -446,3 +447,52 @@ def test_a_moving_face_stays_fully_covered(pipe: Pipeline, astronaut_rgb: np.nda
         assert (off < 60).all(), (i, int((off >= 60).sum()), off.shape)
     assert svc.status()["failed"] == 0
 
+
+class Beside:
+    """The real detector, except on the calls listed: there each face is found shifted
+    sideways by ``shift`` of its width (a crop that cut the face, a false detection beside
+    it), and the face itself is not found."""
+
+    def __init__(self, inner: object, *, at: set[int], shift: float) -> None:
+        self.inner = inner
+        self.at = at
+        self.shift = shift
+        self.calls = 0
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        i = self.calls
+        self.calls += 1
+        found: list[Detection] = self.inner.detect(rgb)  # type: ignore[attr-defined]
+        if i not in self.at:
+            return found
+        out = []
+        for d in found:
+            dx = self.shift * d.box.width
+            b = Box(d.box.x1 + dx, d.box.y1, d.box.x2 + dx, d.box.y2)
+            out.append(dataclasses.replace(d, box=b, keypoints=()))
+        return out
+
+
+@pytest.mark.parametrize("shift", [0.6, -0.6])
+def test_a_detection_beside_the_face_does_not_pull_the_region_off_it(
+        pipe: Pipeline, scene: Scene, frames_dir: Path, tmp_path: Path,
+        shift: float) -> None:
+    """The region slid off a face when a detection beside it was matched to its track
+    (issue 13: an eye left visible): in that frame the track's cover keeps where the face
+    was predicted too, so every pixel of the face stays under the region."""
+    k = 6
+    cfg = config.from_dict({
+        "redact": {"mode": "solid", "shape": "box", "color": [255, 0, 255]},
+        "camera": {"source": f"file:{frames_dir}", "fps": 8.0, "video": True,
+                   "video_format": "mkv", "max_frame_age_s": 60.0, "delay_frames": 0}})
+    svc, outs = run(cfg, pipe, tmp_path / "outbox",
+                    detector=Beside(pipe.detector, at={k}, shift=shift))
+    (path, _), = outs.of("video")
+    frames = read_video(path)
+    assert len(frames) == len(scene.frames)
+    for i in (k - 1, k, k + 1):
+        for x1, y1, x2, y2 in scene.faces[i]:
+            face = frames[i][y1 + 1:y2 - 1, x1 + 1:x2 - 1].astype(int)
+            off = np.abs(face - np.array([255, 0, 255])).max(axis=2)
+            assert (off < 60).all(), (i, int((off >= 60).sum()), off.size)
+    assert svc.status()["failed"] == 0

@@ -16,7 +16,11 @@ would flash that face unredacted for a frame. The tracker keeps one track per fa
   the union of the box where the face was last seen and the box predicted from its
   velocity, grown by ``growth`` of its size per second unseen: the face is under it
   whether it stopped, kept moving, or moved a bit faster. Over-redaction is the price;
-- unmatched detections start new tracks.
+- unmatched detections start new tracks;
+- in the frame where a track takes a detection, its cover is the detected box *and* the
+  cover it had before that detection (where the face was predicted to be): a detection
+  beside the face (a crop that cut the face, a false detection next to it) matched to the
+  track would otherwise pull the region off the face and leave an eye visible.
 
 Time is the frames' stream time in seconds, so the behaviour does not depend on how fast
 the loop runs. All boxes are in the same pixel space (the main stream's).
@@ -39,6 +43,7 @@ class Track:
     vx: float = 0.0  # centre velocity, pixels per second
     vy: float = 0.0
     hits: int = 1
+    prior: Box | None = None  # the cover before the last detection (kept in its frame)
 
     def predicted(self, t: float) -> Box:
         """The last box moved along the velocity to time ``t``."""
@@ -117,7 +122,9 @@ class Tracker:
                 continue
             used_t.add(i)
             used_b.add(j)
-            self._observe(self.tracks[i], t, unmatched_boxes[j])
+            tr = self.tracks[i]
+            tr.prior = self._cover_of(tr, t)
+            self._observe(tr, t, unmatched_boxes[j])
         for j, b in enumerate(unmatched_boxes):
             if j not in used_b:
                 self.tracks.append(Track(self._next_id, b, t))
@@ -128,15 +135,20 @@ class Tracker:
         """The boxes to redact at time ``t`` without new detections (tracks as they stand)."""
         out: list[Box] = []
         for tr in self.tracks:
-            age = t - tr.seen
-            if age > self.persist_s:
+            if t - tr.seen > self.persist_s:
                 continue
-            if age <= 0:
-                out.append(tr.box)
-                continue
-            moved = _grow(tr.predicted(t), 1.0 + self.growth * age)
-            out.append(_union(tr.box, moved))
+            out.append(self._cover_of(tr, t))
+            if t == tr.seen and tr.prior is not None:
+                out.append(tr.prior)
         return out
+
+    def _cover_of(self, tr: Track, t: float) -> Box:
+        """The box that covers track ``tr``'s face at ``t`` from its last detection."""
+        age = t - tr.seen
+        if age <= 0:
+            return tr.box
+        moved = _grow(tr.predicted(t), 1.0 + self.growth * age)
+        return _union(tr.box, moved)
 
     def found_at(self, t: float) -> list[tuple[int, Box, float, float]]:
         """The faces detected at time ``t`` (after :meth:`update`): track id, box and
