@@ -401,7 +401,7 @@ def run_inprocess(video: Video, mode: str, work: Path, camera: dict[str, str]) -
     import tomllib
 
     from edgeguard import config
-    from edgeguard.camera.loop import CameraService
+    from edgeguard.camera.loop import CameraService, World
     from edgeguard.pipeline import Pipeline
 
     extra = tomllib.loads("".join(f"{k} = {v}\n" for k, v in camera.items()))
@@ -411,7 +411,7 @@ def run_inprocess(video: Video, mode: str, work: Path, camera: dict[str, str]) -
     outbox = work / f"out-{video.name}-{mode}"
     shutil.rmtree(outbox, ignore_errors=True)
     outbox.mkdir(parents=True)
-    svc = CameraService(cfg, Pipeline(cfg), outbox, paced=False)
+    svc = CameraService(cfg, Pipeline(cfg), outbox, world=World(paced=False))
     svc.start()
     svc.join()
     svc.stop()

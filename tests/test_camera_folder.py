@@ -14,7 +14,7 @@ from helpers.camera import background, read_video
 from helpers.daemon import PATIENCE
 
 from edgeguard import config
-from edgeguard.camera.loop import CameraService
+from edgeguard.camera.loop import CameraService, World
 from edgeguard.camera.video import letterbox
 from edgeguard.pipeline import Pipeline
 
@@ -40,7 +40,7 @@ def test_regions_do_not_carry_from_one_image_to_the_next(tmp_path: Path,
                                        "video": True, "video_format": "mkv",
                                        "max_frame_age_s": 60.0}})
     (tmp_path / "out").mkdir()
-    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", paced=False)
+    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", world=World(paced=False))
     svc.start()
     svc.join(60 * PATIENCE)
     svc.stop()
@@ -69,7 +69,7 @@ def test_each_image_of_a_folder_stands_alone(tmp_path: Path, astronaut_rgb: np.n
                                        "video": True, "video_format": "mkv",
                                        "max_frame_age_s": 60.0}})
     (tmp_path / "out").mkdir()
-    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", paced=False)
+    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", world=World(paced=False))
     svc.start()
     svc.join(60 * PATIENCE)
     svc.stop()

@@ -18,7 +18,7 @@ from helpers.daemon import PATIENCE
 
 from edgeguard import config
 from edgeguard.camera import sources
-from edgeguard.camera.loop import CameraService
+from edgeguard.camera.loop import CameraService, Sinks, World
 from edgeguard.camera.status import render_status
 from edgeguard.errors import DetectionError, StartupError
 from edgeguard.geometry import Box, Detection
@@ -100,8 +100,8 @@ def run(cfg: config.Config, pipe: Pipeline, outbox: Path, **kw: object) -> tuple
                                                                                   Outputs]:
     outbox.mkdir(exist_ok=True)
     outs = Outputs()
-    svc = CameraService(cfg, pipe, outbox, paced=False, on_output=outs, still_queue=8,
-                        **kw)  # type: ignore[arg-type]
+    svc = CameraService(cfg, pipe, Sinks(outbox, on_output=outs, still_queue=8),
+                        world=World(paced=False, **kw))  # type: ignore[arg-type]
     svc.start()
     svc.join(60 * PATIENCE)  # stop() before the end would cut the stream short
     svc.stop()
@@ -262,7 +262,8 @@ def test_snap_and_trigger_file_ask_for_stills(pipe: Pipeline, scene: Scene, tmp_
     outbox = tmp_path / "outbox"
     outbox.mkdir()
     outs = Outputs()
-    svc = CameraService(cfg, pipe, outbox, paced=False, on_output=outs, still_queue=8)
+    svc = CameraService(cfg, pipe, Sinks(outbox, on_output=outs, still_queue=8),
+                        world=World(paced=False))
     svc.snap()  # before the first frame: the first frame becomes a still
     svc.start()
     svc.join(30 * PATIENCE)
@@ -271,7 +272,8 @@ def test_snap_and_trigger_file_ask_for_stills(pipe: Pipeline, scene: Scene, tmp_
 
     trigger.touch()
     outs2 = Outputs()
-    svc2 = CameraService(cfg, pipe, outbox, paced=False, on_output=outs2, still_queue=8)
+    svc2 = CameraService(cfg, pipe, Sinks(outbox, on_output=outs2, still_queue=8),
+                         world=World(paced=False))
     svc2.start()
     svc2.join(30 * PATIENCE)
     svc2.stop()
@@ -293,7 +295,7 @@ def test_stop_is_idempotent_and_finishes_the_segment(pipe: Pipeline, frames_dir:
     # fewer than 3 frames, before the stop below.
     src = sources.FileSource(frames_dir, lores_size=(384, 216), fps=2.0, paced=True)
     outs = Outputs()
-    with CameraService(cfg, pipe, outbox, source=src, on_output=outs) as svc:
+    with CameraService(cfg, pipe, Sinks(outbox, on_output=outs), source=src) as svc:
         deadline = time.monotonic() + 20 * PATIENCE
         while svc.status()["written"] < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -311,7 +313,7 @@ def _no_camera(spec: sources.Spec, **kw: object) -> sources.Source | None:
 
 def test_auto_without_a_camera_runs_the_inbox_alone(tmp_path: Path) -> None:
     cfg = config.from_dict({"camera": {"source": "auto"}})
-    svc = CameraService(cfg, None, tmp_path, choose=_no_camera)
+    svc = CameraService(cfg, None, tmp_path, world=World(choose=_no_camera))
     svc.start()
     assert svc.state == "off" and svc.status()["camera"] == "none"
     assert "off" in render_status(svc.status())
@@ -322,14 +324,15 @@ def test_auto_without_a_camera_runs_the_inbox_alone(tmp_path: Path) -> None:
 def test_a_required_camera_that_is_missing_stops_the_start(tmp_path: Path) -> None:
     cfg = config.from_dict({"camera": {"source": "auto", "require": True}})
     with pytest.raises(StartupError, match="no camera"):
-        CameraService(cfg, None, tmp_path, choose=_no_camera).start()
+        CameraService(cfg, None, tmp_path, world=World(choose=_no_camera)).start()
 
 
 @pytest.mark.parametrize("require", [False, True])
 def test_a_configured_camera_that_cannot_open(tmp_path: Path, require: bool) -> None:
     cfg = config.from_dict({"camera": {"source": "file:/nonexistent/clip.mp4",
                                        "require": require}})
-    svc = CameraService(cfg, None, tmp_path, choose=functools.partial(sources.choose))
+    svc = CameraService(cfg, None, tmp_path,
+                        world=World(choose=functools.partial(sources.choose)))
     if require:
         with pytest.raises(StartupError, match="no such file"):
             svc.start()
@@ -389,8 +392,8 @@ def test_the_status_counts_the_last_segment_once_the_file_ended(
     # than were written: "ended" came before the last segment was published.
     cfg = make_cfg(frames_dir)
     (tmp_path / "outbox").mkdir()
-    svc = CameraService(cfg, pipe, tmp_path / "outbox", paced=False,
-                        writer_factory=_SlowRelease)
+    svc = CameraService(cfg, pipe, Sinks(tmp_path / "outbox", writer_factory=_SlowRelease),
+                        world=World(paced=False))
     svc.start()
     deadline = time.monotonic() + 60 * PATIENCE
     while svc.state == "running" and time.monotonic() < deadline:
