@@ -40,6 +40,23 @@ class Held:
     error: str | None = None  # the search failed: the failure policy applies
     detect_ms: float = 0.0
     searched: bool = True  # False: covered by the searches around it alone
+    size: tuple[int, int] | None = None  # the frame's width and height
+
+
+EDGE_SPEED = 2.0  # face widths per second a face near the edge may have come in at
+
+
+def _from_edge(box: Box, size: tuple[int, int], dt: float) -> Box:
+    """A face found near the frame's edge may have come in from it, so the region carried
+    back reaches the edge (a face entering is found only once most of it is in, and
+    searches far apart may find it too seldom to know its velocity, or match it to
+    the wrong track): within a face size of the edge, and ``EDGE_SPEED`` face sizes a
+    second further back in time."""
+    w, h = size
+    reach = max(box.width, box.height) * (1.0 + EDGE_SPEED * dt)
+    return Box(0.0 if box.x1 <= reach else box.x1, 0.0 if box.y1 <= reach else box.y1,
+               float(w) if w - box.x2 <= reach else box.x2,
+               float(h) if h - box.y2 <= reach else box.y2)
 
 
 def _back(box: Box, vx: float, vy: float, dt: float, growth: float) -> Box:
@@ -107,5 +124,7 @@ class Bracket:
             for tid, box, _, _ in later.found:
                 if tid not in done:
                     done.add(tid)
+                    if later.size is not None:
+                        box = _from_edge(box, later.size, dt)
                     cover.append(_back(box, *velocity[tid], dt, self.growth))
         return first, cover

@@ -97,7 +97,9 @@ class FramePath:
         self._stats = stats
         self._behind = behind  # frames wait behind this one (a live camera's queue)
         self._clock = clock
-        self.tracker = Tracker(persist_s=c.persist_s)
+        # A face is kept for persist_s of *searched* frames: with fewer searches a face is
+        # found less often (a small fast face may go unfound for a second of searches).
+        self.tracker = Tracker(persist_s=c.persist_s * c.search_every)
         # delay_frames searched frames, the unsearched ones between, and 2 s more at most
         self.bracket = Bracket(c.delay_frames,
                                max_held=(c.delay_frames + 1) * c.search_every + round(2 * c.fps))
@@ -119,7 +121,8 @@ class FramePath:
         if frame.still or (self._last_shape is not None and shape != self._last_shape):
             self._restart()  # another picture: nothing carries over, in either direction
         self._last_shape = shape
-        held = Held(frame, frame.t, searched=frame.still or self._search_now())
+        held = Held(frame, frame.t, searched=frame.still or self._search_now(),
+                    size=(shape[1], shape[0]))
         try:
             boxes: list[Box] = []
             if held.searched:

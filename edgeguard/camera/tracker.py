@@ -6,7 +6,7 @@ would flash that face unredacted for a frame. The tracker keeps one track per fa
 
 - each frame's detections are matched to the tracks' predicted boxes (greedy, by overlap,
   then by centre distance within one face size, or within the distance ``max_speed``
-  allows since the face was last seen, if longer: frames between two searches go
+  allows since the previous search, if longer: frames between two searches go
   unsearched when the search is slower than the camera, and a face that moved more than
   its width meanwhile is still the same face, whose velocity the bracket needs);
 - a matched track takes the detected box and updates a constant-velocity estimate of the
@@ -97,6 +97,7 @@ class Tracker:
         """Take frame ``t``'s detections; return every box to redact in that frame."""
         if self._last_t is not None and t < self._last_t:
             self.reset()  # the stream restarted (a file played again): old tracks are void
+        gap = t - self._last_t if self._last_t is not None else 0.0  # since the last search
         self._last_t = t
         self.tracks = [tr for tr in self.tracks if t - tr.seen <= self.persist_s]
         unmatched_boxes = [b for b in boxes if b.width > 0 and b.height > 0]
@@ -104,7 +105,9 @@ class Tracker:
         predicted = [tr.predicted(t) for tr in self.tracks]
         for i, p in enumerate(predicted):
             size = max(p.width, p.height)
-            reach = size * max(1.0, self.max_speed * (t - self.tracks[i].seen))
+            # The frames skipped since the last search widen the reach, not the time a
+            # face went unseen (a long-lost track must not take a neighbour's detection).
+            reach = size * max(1.0, self.max_speed * gap)
             for j, b in enumerate(unmatched_boxes):
                 iou = _iou(p, b)
                 if iou >= self.min_iou:
