@@ -7,6 +7,7 @@ face's region from one image onto the next.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,6 +18,16 @@ from edgeguard import config
 from edgeguard.camera.loop import CameraService, World
 from edgeguard.camera.video import letterbox
 from edgeguard.pipeline import Pipeline
+
+
+def play(cfg: config.Config, outbox: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The folder through the camera service, unpaced: its status and the video's frames."""
+    outbox.mkdir()
+    svc = CameraService(cfg, Pipeline(cfg), outbox, world=World(paced=False))
+    svc.start()
+    svc.join(60 * PATIENCE)
+    svc.stop()
+    return svc.status(), read_video(next(outbox.glob("cam-*.mkv")))
 
 
 def test_letterbox_keeps_the_proportions() -> None:
@@ -39,13 +50,8 @@ def test_regions_do_not_carry_from_one_image_to_the_next(tmp_path: Path,
     cfg = config.from_dict({"camera": {"source": f"file:{folder}", "fps": 2.0,
                                        "video": True, "video_format": "mkv",
                                        "max_frame_age_s": 60.0}})
-    (tmp_path / "out").mkdir()
-    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", world=World(paced=False))
-    svc.start()
-    svc.join(60 * PATIENCE)
-    svc.stop()
-    assert svc.status()["failed"] == 0
-    frames = read_video(next((tmp_path / "out").glob("cam-*.mkv")))
+    st, frames = play(cfg, tmp_path / "out")
+    assert st["failed"] == 0
     assert len(frames) == 2
     assert frames[0].shape == (512, 512, 3)  # the video takes the first picture's size
     expected = cv2.cvtColor(letterbox(cv2.cvtColor(wall, cv2.COLOR_RGB2BGR), (512, 512)),
@@ -68,14 +74,8 @@ def test_each_image_of_a_folder_stands_alone(tmp_path: Path, astronaut_rgb: np.n
                             "camera": {"source": f"file:{folder}", "fps": 2.0,
                                        "video": True, "video_format": "mkv",
                                        "max_frame_age_s": 60.0}})
-    (tmp_path / "out").mkdir()
-    svc = CameraService(cfg, Pipeline(cfg), tmp_path / "out", world=World(paced=False))
-    svc.start()
-    svc.join(60 * PATIENCE)
-    svc.stop()
-    st = svc.status()
+    st, (first, second) = play(cfg, tmp_path / "out")
     assert (st["failed"], st["written"], st["searched"]) == (0, 2, 2)
-    first, second = read_video(next((tmp_path / "out").glob("cam-*.mkv")))
     face = (slice(80, 160), slice(180, 270))  # the astronaut's face, inside BlazeFace's box
     assert first[face].max() < 40  # redacted solid black
     diff = np.abs(second.astype(int) - wall.astype(int)).max(axis=2)

@@ -25,6 +25,7 @@ the next image or from the one before.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -80,23 +81,22 @@ class _Late(Exception):
     """The frame is older than the age bound after detection (the loop fell behind)."""
 
 
+@dataclasses.dataclass(eq=False)
 class FramePath:
     """Search, hold, redact and write each frame; see the module docstring."""
 
-    def __init__(self, cfg: Config, pipe: Any, detector: Detector, *,
-                 frame_search: FrameSearch | None, writer: video.ThreadedWriter | None,
-                 stills: Stills | None, stats: Stats, behind: Callable[[], bool],
-                 clock: Callable[[], float]) -> None:
-        c = cfg.camera
-        self.cfg = cfg
-        self.pipe = pipe
-        self.detector = detector
-        self.frame_search = frame_search
-        self.writer = writer
-        self.stills = stills
-        self._stats = stats
-        self._behind = behind  # frames wait behind this one (a live camera's queue)
-        self._clock = clock
+    cfg: Config
+    pipe: Any  # the pipeline (None in tests that give a detector)
+    detector: Detector  # the lores search
+    frame_search: FrameSearch | None  # the main-resolution search (camera.search = "main")
+    writer: video.ThreadedWriter | None
+    stats: Stats
+    behind: Callable[[], bool]  # frames wait behind this one (a live camera's queue)
+    clock: Callable[[], float]
+    stills: Stills | None = None
+
+    def __post_init__(self) -> None:
+        c = self.cfg.camera
         # A face is kept for persist_s of *searched* frames: with fewer searches a face is
         # found less often (a small fast face may go unfound for a second of searches).
         self.tracker = Tracker(persist_s=c.persist_s * c.search_every)
@@ -108,14 +108,25 @@ class FramePath:
         self._last_shape: tuple[int, ...] | None = None
         self._error_logged: set[str] = set()
 
+    def reload(self, cfg: Config, pipe: Any, *, own_detector: bool) -> None:
+        """A reloaded configuration and pipeline (or None: the same) from the next frame."""
+        self.cfg = cfg
+        if pipe is not None and pipe is not self.pipe:
+            self.pipe = pipe
+            if own_detector:
+                self.detector = lores_detector(pipe, cfg.camera.lores_search)
+                if self.frame_search is not None:
+                    self.frame_search.pipe = pipe  # the new [detect] from the next frame
+                    self.frame_search.reset()  # its plan is made again
+
     def __call__(self, frame: Frame) -> None:
         """One frame, one error boundary. Whatever fails, no raw pixel is written."""
         c = self.cfg.camera
-        t_start = self._clock()
+        t_start = self.clock()
         missed = 0
         if self._last_index is not None and frame.index > self._last_index + 1:
             missed = frame.index - self._last_index - 1
-        self._stats.taken(missed)
+        self.stats.taken(missed)
         self._last_index = frame.index
         shape = frame.main.shape
         if frame.still or (self._last_shape is not None and shape != self._last_shape):
@@ -127,12 +138,12 @@ class FramePath:
             boxes: list[Box] = []
             if held.searched:
                 self._unsearched = 0
-                t0 = self._clock()
+                t0 = self.clock()
                 boxes = self._search(frame)
-                held.detect_ms = (self._clock() - t0) * 1e3
+                held.detect_ms = (self.clock() - t0) * 1e3
             else:
                 self._unsearched += 1
-            age = self._clock() - frame.captured
+            age = self.clock() - frame.captured
             if age > c.max_frame_age_s:
                 raise _Late(f"frame {age:.2f} s old after detection (bound "
                             f"{c.max_frame_age_s:g} s)")
@@ -157,7 +168,7 @@ class FramePath:
             for ready, cover in self.bracket.push(held):
                 self._release(ready, cover)
         views = self.frame_search.stats.views if self.frame_search is not None else None
-        self._stats.handled((self._clock() - t_start) * 1e3, searched=held.searched,
+        self.stats.handled((self.clock() - t_start) * 1e3, searched=held.searched,
                             views=views)
 
     def _search_now(self) -> bool:
@@ -169,7 +180,7 @@ class FramePath:
         c = self.cfg.camera
         if self._unsearched + 1 < c.search_every:
             return False
-        return not self._behind() or self._unsearched + 1 >= max(c.search_every,
+        return not self.behind() or self._unsearched + 1 >= max(c.search_every,
                                                                  round(c.fps))
 
     def _restart(self) -> None:
@@ -226,9 +237,9 @@ class FramePath:
             self.writer.write(frame.main, frame.t)
         if raw is not None and self.stills is not None:
             self.stills.offer(raw, cover, frame.index)
-        self._stats.written(faces=len(held.found),
+        self.stats.written(faces=len(held.found),
                             detect_ms=held.detect_ms if held.searched else None,
-                            now=self._clock(), captured=frame.captured)
+                            now=self.clock(), captured=frame.captured)
 
     def _search(self, frame: Frame) -> list[Box]:
         """This frame's faces in main pixels: the main-resolution search, or the lores
@@ -283,7 +294,7 @@ class FramePath:
 
     def _failure(self, frame: Frame, reason: str) -> None:
         blank = self.cfg.camera.failure_policy == "blank"
-        self._stats.failure(reason, blanked=blank)
+        self.stats.failure(reason, blanked=blank)
         if reason not in self._error_logged:
             self._error_logged.add(reason)
             logger.warning("camera: frame %d %s: %s", frame.index,

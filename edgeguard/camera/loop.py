@@ -31,7 +31,6 @@ from edgeguard.camera.search import FrameSearch
 from edgeguard.camera.sources import CameraError, EndOfStream, Source
 from edgeguard.camera.stats import Stats
 from edgeguard.camera.stills import OnOutput, Stills
-from edgeguard.camera.tracker import Tracker
 from edgeguard.config import Config
 from edgeguard.errors import StartupError
 
@@ -121,10 +120,6 @@ class CameraService:
     @property
     def last_error(self) -> str | None:
         return self.stats.last_error
-
-    @property
-    def tracker(self) -> Tracker | None:
-        return self._path.tracker if self._path is not None else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -221,8 +216,8 @@ class CameraService:
                 self._pipe, min_face=c.min_face, sweep_frames=c.sweep_frames,
                 max_views=c.max_views, motion_threshold=c.motion_threshold)
         path = FramePath(self.cfg, self._pipe, detector, frame_search=frame_search,
-                         writer=self._writer, stills=None, stats=self.stats,
-                         behind=self._behind, clock=self.world.clock)
+                         writer=self._writer, stats=self.stats, behind=self._behind,
+                         clock=self.world.clock)
         self._stills = Stills(self.outbox, path, self.stats, depth=self.sinks.still_queue,
                               clock=self.world.clock, wall=self.world.wall,
                               on_output=self.sinks.on_output)
@@ -286,17 +281,8 @@ class CameraService:
             pipe = None  # a wrapper around the pipeline (a test hook): keep what we have
         if pipe is not None:
             self._pipe = pipe
-        path = self._path
-        if path is None:
-            return
-        path.cfg = cfg
-        if pipe is not None and pipe is not path.pipe:
-            path.pipe = pipe
-            if self.world.detector is None:
-                path.detector = lores_detector(pipe, cfg.camera.lores_search)
-                if path.frame_search is not None:
-                    path.frame_search.pipe = pipe  # the new [detect] from the next frame
-                    path.frame_search.reset()  # its plan is made again
+        if self._path is not None:
+            self._path.reload(cfg, pipe, own_detector=self.world.detector is None)
 
     def snap(self) -> None:
         """Ask for a still of the next frame. Safe to call from a signal handler."""

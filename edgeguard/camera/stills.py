@@ -62,19 +62,20 @@ def still_format(configured: str) -> str:
     return "jpeg" if configured == "same" else configured
 
 
+@dataclasses.dataclass(eq=False)
 class Stills:
     """Still requests (interval, snap, trigger file) and the still worker thread."""
 
-    def __init__(self, outbox: Path, redactor: Redactor, stats: Stats, *, depth: int,
-                 clock: Callable[[], float], wall: Callable[[], float],
-                 on_output: OnOutput | None) -> None:
-        self.outbox = outbox
-        self.redactor = redactor
-        self._stats = stats
-        self._clock = clock
-        self._wall = wall
-        self._on_output = on_output
-        self._queue: queue.Queue[_Still | None] = queue.Queue(maxsize=depth)
+    outbox: Path
+    redactor: Redactor
+    stats: Stats
+    depth: int  # raw frames waiting for the worker at most
+    clock: Callable[[], float]
+    wall: Callable[[], float]
+    on_output: OnOutput | None
+
+    def __post_init__(self) -> None:
+        self._queue: queue.Queue[_Still | None] = queue.Queue(maxsize=self.depth)
         self._thread: threading.Thread | None = None
         self._requests = 0  # bumped by snap() (signal-safe), taken by the loop
         self._taken = 0
@@ -104,7 +105,7 @@ class Stills:
         path = self.redactor.cfg.camera.trigger_file
         if not path:
             return
-        now = self._clock()
+        now = self.clock()
         if now < self._next_poll:
             return
         self._next_poll = now + TRIGGER_POLL_S
@@ -140,9 +141,9 @@ class Stills:
         self._taken = self._requests
         self._interval_pending = False
         try:
-            self._queue.put_nowait(_Still(raw, cover, index, self._wall()))
+            self._queue.put_nowait(_Still(raw, cover, index, self.wall()))
         except queue.Full:
-            self._stats.still(skipped=True)
+            self.stats.still(skipped=True)
             logger.warning("camera: still skipped: the previous one is still being processed")
 
     def _work(self) -> None:
@@ -153,15 +154,15 @@ class Stills:
             try:
                 path = self._write(item)
             except (DetectionError, RedactionError, OutputError, ValueError) as exc:
-                self._stats.still(str(exc))
+                self.stats.still(str(exc))
                 logger.warning("camera: still of frame %d not written: %s", item.index, exc)
             except Exception as exc:  # the per-still boundary
-                self._stats.still(f"internal error: {type(exc).__name__}")
+                self.stats.still(f"internal error: {type(exc).__name__}")
                 logger.exception("camera: internal error on a still")
             else:
-                self._stats.still()
-                if self._on_output is not None:
-                    self._on_output("still", path, item.index)
+                self.stats.still()
+                if self.on_output is not None:
+                    self.on_output("still", path, item.index)
             finally:
                 del item
 
