@@ -52,3 +52,17 @@ def test_a_face_found_near_the_edge_is_carried_back_to_the_edge() -> None:
         far.push(held(1, searched=True, found=[(1, mid, 0.0, 0.0)])))
     (_, (c,)), = out
     assert c.x2 < 700  # a face far from every edge is not stretched to one
+
+
+def test_a_face_long_found_in_the_middle_is_not_stretched_over_the_frame() -> None:
+    """A large face found once, far back in a long hold (few searches): the carried
+    region stays near the face; it is not stretched to every edge (a black frame)."""
+    b = Bracket(1, max_held=60)
+    face = Box(580, 300, 670, 390)  # 90 px, in the middle of 1280x720
+    out = []
+    for i in range(49):  # searched: the first and the last (3.2 s later)
+        found = [(1, face, 0.0, 0.0)] if i == 48 else []
+        out += list(b.push(held(i, searched=i in (0, 48), found=found)))
+    (first, (c,)), = out[:1]
+    assert first.frame == 0
+    assert c.width < 600 and c.height < 400 and c.x1 > 0 and c.x2 < 1280

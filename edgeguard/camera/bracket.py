@@ -44,19 +44,32 @@ class Held:
 
 
 EDGE_SPEED = 2.0  # face widths per second a face near the edge may have come in at
+EDGE_MAX = 3.0  # face widths: a face farther from every edge did not just come in
 
 
 def _from_edge(box: Box, size: tuple[int, int], dt: float) -> Box:
     """A face found near the frame's edge may have come in from it, so the region carried
-    back reaches the edge (a face entering is found only once most of it is in, and
-    searches far apart may find it too seldom to know its velocity, or match it to
-    the wrong track): within a face size of the edge, and ``EDGE_SPEED`` face sizes a
-    second further back in time."""
+    back reaches the nearest edge (a face entering is found only once most of it is in,
+    and searches far apart may find it too seldom to know its velocity, or match it to
+    the wrong track): when that edge is within a face size, and ``EDGE_SPEED`` face sizes
+    a second further back in time, of at most ``EDGE_MAX`` face sizes."""
     w, h = size
-    reach = max(box.width, box.height) * (1.0 + EDGE_SPEED * dt)
-    return Box(0.0 if box.x1 <= reach else box.x1, 0.0 if box.y1 <= reach else box.y1,
-               float(w) if w - box.x2 <= reach else box.x2,
-               float(h) if h - box.y2 <= reach else box.y2)
+    face = max(box.width, box.height)
+    reach = face * min(EDGE_MAX, 1.0 + EDGE_SPEED * dt)
+    gaps = {"left": box.x1, "top": box.y1, "right": w - box.x2, "bottom": h - box.y2}
+    edge = min(gaps, key=lambda k: gaps[k])
+    if gaps[edge] > reach:
+        return box
+    x1, y1, x2, y2 = box.x1, box.y1, box.x2, box.y2
+    if edge == "left":
+        x1 = 0.0
+    elif edge == "top":
+        y1 = 0.0
+    elif edge == "right":
+        x2 = float(w)
+    else:
+        y2 = float(h)
+    return Box(x1, y1, x2, y2)
 
 
 def _back(box: Box, vx: float, vy: float, dt: float, growth: float) -> Box:
