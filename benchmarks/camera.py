@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.camera import moving_faces
 
 from edgeguard import codec, config
-from edgeguard.camera.loop import CameraService
+from edgeguard.camera.loop import CameraService, World
 from edgeguard.pipeline import Pipeline
 from edgeguard.redact import redact
 
@@ -40,7 +40,7 @@ def loop_run(pipe: Pipeline, frames_dir: Path, lores: tuple[int, int], search: s
         "search": "lores", "delay_frames": 0}})  # the lores search alone (camera_truth.py
     # measures the main-resolution search, the default, with ground truth)
     with tempfile.TemporaryDirectory() as out:
-        svc = CameraService(cfg, pipe, Path(out), paced=False)
+        svc = CameraService(cfg, pipe, Path(out), world=World(paced=False))
         t0 = time.perf_counter()
         svc.start()
         svc.join()

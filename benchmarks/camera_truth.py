@@ -387,7 +387,8 @@ segment_s = 3600
                                          max(1, frames_seen), 1),
         **{k: cam.get(k) for k in ("frames", "written", "missed", "failed", "fps",
                                    "detect_ms", "frame_ms", "views_per_frame", "latency_ms",
-                                   "latency_ms_p95", "latency_ms_max", "video_segments")},
+                                   "latency_ms_p95", "latency_ms_max", "video_segments",
+                                   "searched")},
     }
     shutil.rmtree(outbox, ignore_errors=True)
     return run, info
@@ -400,7 +401,7 @@ def run_inprocess(video: Video, mode: str, work: Path, camera: dict[str, str]) -
     import tomllib
 
     from edgeguard import config
-    from edgeguard.camera.loop import CameraService
+    from edgeguard.camera.loop import CameraService, World
     from edgeguard.pipeline import Pipeline
 
     extra = tomllib.loads("".join(f"{k} = {v}\n" for k, v in camera.items()))
@@ -410,14 +411,15 @@ def run_inprocess(video: Video, mode: str, work: Path, camera: dict[str, str]) -
     outbox = work / f"out-{video.name}-{mode}"
     shutil.rmtree(outbox, ignore_errors=True)
     outbox.mkdir(parents=True)
-    svc = CameraService(cfg, Pipeline(cfg), outbox, paced=False)
+    svc = CameraService(cfg, Pipeline(cfg), outbox, world=World(paced=False))
     svc.start()
     svc.join()
     svc.stop()
     st = svc.status()
     run = score(video, (f for v in sorted(outbox.glob("cam-*.mkv")) for f in frames_of(v)))
     shutil.rmtree(outbox, ignore_errors=True)
-    return run, {k: st.get(k) for k in ("frames", "written", "detect_ms", "views_per_frame")}
+    return run, {k: st.get(k) for k in ("frames", "written", "searched", "detect_ms",
+                                        "views_per_frame")}
 
 
 def summary(run: Run) -> dict[str, object]:

@@ -223,7 +223,12 @@ class CameraConfig:
                              doc="a frame is written once this many later frames were "
                                  "searched, so a face found later is covered back to its "
                                  "first frame (frames kept in memory; added latency "
-                                 "delay_frames / fps)")
+                                 "delay_frames x search_every / fps)")
+    search_every: int = _opt(1, lo=1, hi=30,
+                             doc="search every this many frames; every frame is written, "
+                                 "those between covered by the searches before and after "
+                                 "them (a live camera's frame that arrives while the loop "
+                                 "is behind is left unsearched too)")
     max_views: int = _opt(10, lo=1, hi=1000,
                           doc="main-resolution views per frame for changed regions and "
                               "tracked faces (the sweep's slice comes on top)")

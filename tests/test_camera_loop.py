@@ -5,6 +5,7 @@ Every stored frame is compared with the raw frame at the faces' known positions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -17,10 +18,10 @@ from helpers.daemon import PATIENCE
 
 from edgeguard import config
 from edgeguard.camera import sources
-from edgeguard.camera.loop import CameraService
+from edgeguard.camera.loop import CameraService, Sinks, World
 from edgeguard.camera.status import render_status
 from edgeguard.errors import DetectionError, StartupError
-from edgeguard.geometry import Detection
+from edgeguard.geometry import Box, Detection
 from edgeguard.pipeline import Pipeline
 
 # A patch of background no face ever crosses (the heads move along the two diagonals).
@@ -99,8 +100,8 @@ def run(cfg: config.Config, pipe: Pipeline, outbox: Path, **kw: object) -> tuple
                                                                                   Outputs]:
     outbox.mkdir(exist_ok=True)
     outs = Outputs()
-    svc = CameraService(cfg, pipe, outbox, paced=False, on_output=outs, still_queue=8,
-                        **kw)  # type: ignore[arg-type]
+    svc = CameraService(cfg, pipe, Sinks(outbox, on_output=outs, still_queue=8),
+                        world=World(paced=False, **kw))  # type: ignore[arg-type]
     svc.start()
     svc.join(60 * PATIENCE)  # stop() before the end would cut the stream short
     svc.stop()
@@ -259,7 +260,8 @@ def test_snap_and_trigger_file_ask_for_stills(pipe: Pipeline, scene: Scene, tmp_
     outbox = tmp_path / "outbox"
     outbox.mkdir()
     outs = Outputs()
-    svc = CameraService(cfg, pipe, outbox, paced=False, on_output=outs, still_queue=8)
+    svc = CameraService(cfg, pipe, Sinks(outbox, on_output=outs, still_queue=8),
+                        world=World(paced=False))
     svc.snap()  # before the first frame: the first frame becomes a still
     svc.start()
     svc.join(30 * PATIENCE)
@@ -268,7 +270,8 @@ def test_snap_and_trigger_file_ask_for_stills(pipe: Pipeline, scene: Scene, tmp_
 
     trigger.touch()
     outs2 = Outputs()
-    svc2 = CameraService(cfg, pipe, outbox, paced=False, on_output=outs2, still_queue=8)
+    svc2 = CameraService(cfg, pipe, Sinks(outbox, on_output=outs2, still_queue=8),
+                         world=World(paced=False))
     svc2.start()
     svc2.join(30 * PATIENCE)
     svc2.stop()
@@ -290,7 +293,7 @@ def test_stop_is_idempotent_and_finishes_the_segment(pipe: Pipeline, frames_dir:
     # fewer than 3 frames, before the stop below.
     src = sources.FileSource(frames_dir, lores_size=(384, 216), fps=2.0, paced=True)
     outs = Outputs()
-    with CameraService(cfg, pipe, outbox, source=src, on_output=outs) as svc:
+    with CameraService(cfg, pipe, Sinks(outbox, on_output=outs), source=src) as svc:
         deadline = time.monotonic() + 20 * PATIENCE
         while svc.status()["written"] < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -308,7 +311,7 @@ def _no_camera(spec: sources.Spec, **kw: object) -> sources.Source | None:
 
 def test_auto_without_a_camera_runs_the_inbox_alone(tmp_path: Path) -> None:
     cfg = config.from_dict({"camera": {"source": "auto"}})
-    svc = CameraService(cfg, None, tmp_path, choose=_no_camera)
+    svc = CameraService(cfg, None, tmp_path, world=World(choose=_no_camera))
     svc.start()
     assert svc.state == "off" and svc.status()["camera"] == "none"
     assert "off" in render_status(svc.status())
@@ -319,14 +322,15 @@ def test_auto_without_a_camera_runs_the_inbox_alone(tmp_path: Path) -> None:
 def test_a_required_camera_that_is_missing_stops_the_start(tmp_path: Path) -> None:
     cfg = config.from_dict({"camera": {"source": "auto", "require": True}})
     with pytest.raises(StartupError, match="no camera"):
-        CameraService(cfg, None, tmp_path, choose=_no_camera).start()
+        CameraService(cfg, None, tmp_path, world=World(choose=_no_camera)).start()
 
 
 @pytest.mark.parametrize("require", [False, True])
 def test_a_configured_camera_that_cannot_open(tmp_path: Path, require: bool) -> None:
     cfg = config.from_dict({"camera": {"source": "file:/nonexistent/clip.mp4",
                                        "require": require}})
-    svc = CameraService(cfg, None, tmp_path, choose=functools.partial(sources.choose))
+    svc = CameraService(cfg, None, tmp_path,
+                        world=World(choose=functools.partial(sources.choose)))
     if require:
         with pytest.raises(StartupError, match="no such file"):
             svc.start()
@@ -386,8 +390,8 @@ def test_the_status_counts_the_last_segment_once_the_file_ended(
     # than were written: "ended" came before the last segment was published.
     cfg = make_cfg(frames_dir)
     (tmp_path / "outbox").mkdir()
-    svc = CameraService(cfg, pipe, tmp_path / "outbox", paced=False,
-                        writer_factory=_SlowRelease)
+    svc = CameraService(cfg, pipe, Sinks(tmp_path / "outbox", writer_factory=_SlowRelease),
+                        world=World(paced=False))
     svc.start()
     deadline = time.monotonic() + 60 * PATIENCE
     while svc.state == "running" and time.monotonic() < deadline:
@@ -396,3 +400,100 @@ def test_the_status_counts_the_last_segment_once_the_file_ended(
     svc.stop()
     assert st["state"] == "ended"
     assert st["video_segments"] == 1 == len(list((tmp_path / "outbox").glob("cam-*.mp4")))
+
+
+def test_every_frame_is_written_when_the_search_skips_frames(pipe: Pipeline, scene: Scene,
+                                                             frames_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """A search slower than the camera, forced (``search_every = 3``, a Pi 4 at 15 fps):
+    every camera frame is still written once, and the frames between two searches are
+    covered by the searches around them (the faces move 45 px a frame, nearly their width)."""
+    cfg = make_cfg(frames_dir, search_every=3, video_format="mkv")
+    svc, outs = run(cfg, pipe, tmp_path / "outbox")
+    (path, _), = outs.of("video")
+    frames = read_video(path)
+    assert len(frames) == len(scene.frames)
+    for i, out in enumerate(frames):
+        assert mean_diff(out, scene.frames[i], BACKGROUND) < 8  # frame i, not a repeat
+        for box in scene.faces[i]:
+            assert is_redacted(out, scene.frames[i], box), (i, box)
+    st = svc.status()
+    assert (st["frames"], st["written"], st["failed"]) == (16, 16, 0)
+    assert st["searched"] == 6  # frames 0, 3, 6, 9, 12, 15
+
+
+@pytest.mark.parametrize("search_every", [1, 3])
+def test_a_moving_face_stays_fully_covered(pipe: Pipeline, astronaut_rgb: np.ndarray,
+                                           tmp_path: Path, search_every: int) -> None:
+    """A 34 px face crossing the frame: every pixel of it is under the region in every
+    written frame (the region must not slide off the face, leaving an eye visible)."""
+    scene = moving_faces(astronaut_rgb, n=30, fps=15.0, head_px=72,
+                         tracks=((100, 300, 4.0, 1.0),))
+    src = scene.write(tmp_path / "frames")
+    cfg = config.from_dict({
+        "redact": {"mode": "solid", "shape": "box", "color": [255, 0, 255]},
+        "camera": {"source": f"file:{src}", "fps": 15.0, "video": True,
+                   "video_format": "mkv", "max_frame_age_s": 60.0,
+                   "search_every": search_every}})
+    svc, outs = run(cfg, pipe, tmp_path / "outbox")
+    (path, _), = outs.of("video")
+    frames = read_video(path)
+    assert len(frames) == len(scene.frames)
+    for i, out in enumerate(frames):
+        (x1, y1, x2, y2), = scene.faces[i]
+        assert y2 - y1 == 34
+        # the face box less a pixel of codec ringing at the region's edge, all magenta
+        face = out[y1 + 1:y2 - 1, x1 + 1:x2 - 1].astype(int)
+        off = np.abs(face - np.array([255, 0, 255])).max(axis=2)
+        assert (off < 60).all(), (i, int((off >= 60).sum()), off.shape)
+    assert svc.status()["failed"] == 0
+
+
+class Beside:
+    """The real detector, except on the calls listed: there each face is found shifted
+    sideways by ``shift`` of its width (a crop that cut the face, a false detection beside
+    it), and the face itself is not found."""
+
+    def __init__(self, inner: object, *, at: set[int], shift: float) -> None:
+        self.inner = inner
+        self.at = at
+        self.shift = shift
+        self.calls = 0
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        i = self.calls
+        self.calls += 1
+        found: list[Detection] = self.inner.detect(rgb)  # type: ignore[attr-defined]
+        if i not in self.at:
+            return found
+        out = []
+        for d in found:
+            dx = self.shift * d.box.width
+            b = Box(d.box.x1 + dx, d.box.y1, d.box.x2 + dx, d.box.y2)
+            out.append(dataclasses.replace(d, box=b, keypoints=()))
+        return out
+
+
+@pytest.mark.parametrize("shift", [0.6, -0.6])
+def test_a_detection_beside_the_face_does_not_pull_the_region_off_it(
+        pipe: Pipeline, scene: Scene, frames_dir: Path, tmp_path: Path,
+        shift: float) -> None:
+    """The region slid off a face when a detection beside it was matched to its track
+    (issue 13: an eye left visible): in that frame the track's cover keeps where the face
+    was predicted too, so every pixel of the face stays under the region."""
+    k = 6
+    cfg = config.from_dict({
+        "redact": {"mode": "solid", "shape": "box", "color": [255, 0, 255]},
+        "camera": {"source": f"file:{frames_dir}", "fps": 8.0, "video": True,
+                   "video_format": "mkv", "max_frame_age_s": 60.0, "delay_frames": 0}})
+    svc, outs = run(cfg, pipe, tmp_path / "outbox",
+                    detector=Beside(pipe.detector, at={k}, shift=shift))
+    (path, _), = outs.of("video")
+    frames = read_video(path)
+    assert len(frames) == len(scene.frames)
+    for i in (k - 1, k, k + 1):
+        for x1, y1, x2, y2 in scene.faces[i]:
+            face = frames[i][y1 + 1:y2 - 1, x1 + 1:x2 - 1].astype(int)
+            off = np.abs(face - np.array([255, 0, 255])).max(axis=2)
+            assert (off < 60).all(), (i, int((off >= 60).sum()), off.size)
+    assert svc.status()["failed"] == 0

@@ -12,7 +12,7 @@ from helpers.daemon import PATIENCE
 
 from edgeguard import config
 from edgeguard.camera import masks
-from edgeguard.camera.loop import CameraService
+from edgeguard.camera.loop import CameraService, World
 from edgeguard.camera.status import render_status
 from edgeguard.errors import ConfigError, StartupError
 from edgeguard.pipeline import Pipeline
@@ -54,7 +54,7 @@ def test_apply_changes_the_polygon_and_nothing_else(mode: str) -> None:
 def run(tmp_path: Path, cfg: config.Config) -> CameraService:
     outbox = tmp_path / "out"
     outbox.mkdir(exist_ok=True)
-    svc = CameraService(cfg, Pipeline(cfg), outbox, paced=False)
+    svc = CameraService(cfg, Pipeline(cfg), outbox, world=World(paced=False))
     svc.start()
     svc.join(60 * PATIENCE)
     svc.stop()

@@ -34,7 +34,7 @@ from helpers.daemon import PATIENCE
 
 from edgeguard import config
 from edgeguard.camera import sources
-from edgeguard.camera.loop import CameraService
+from edgeguard.camera.loop import CameraService, Sinks
 from edgeguard.camera.sources import Picamera2Source, yuv420_to_rgb
 from edgeguard.camera.sources import make_lores as make_lores_like_isp
 from edgeguard.pipeline import Pipeline
@@ -297,8 +297,8 @@ def test_the_whole_service_on_picamera2_requests(picamera2: ModuleType, pipe: Pi
     src = adapter(factory=factory)
     cfg = config.from_dict({"camera": {"source": "picamera2"}})
     stills: list[tuple[Path, int]] = []
-    svc = CameraService(cfg, pipe, tmp_path, source=src,
-                        on_output=lambda k, p, i: stills.append((p, i)))
+    svc = CameraService(cfg, pipe, Sinks(tmp_path, on_output=lambda k, p, i: stills.append((p, i))),
+                        source=src)
     svc.snap()
     svc.start()
     import time

@@ -19,7 +19,7 @@ from helpers.camera import Scene, is_redacted, moving_faces, read_video
 from helpers.daemon import PATIENCE
 
 from edgeguard import config
-from edgeguard.camera.loop import CameraService
+from edgeguard.camera.loop import CameraService, World
 from edgeguard.pipeline import Pipeline
 
 N = 20
@@ -50,7 +50,7 @@ def written(pipe: Pipeline, frames_dir: Path, outbox: Path, mode: str,
         "camera": {"source": f"file:{frames_dir}", "fps": 10.0, "video": True,
                    "video_format": "mkv", "max_frame_age_s": 60.0} | camera})
     outbox.mkdir()
-    svc = CameraService(cfg, pipe, outbox, paced=False)
+    svc = CameraService(cfg, pipe, outbox, world=World(paced=False))
     svc.start()
     svc.join(60 * PATIENCE)
     svc.stop()

@@ -15,6 +15,9 @@ output.
   faces found later are carried back. Pure.
 - :mod:`edgeguard.camera.masks`: privacy masks, fixed polygons always redacted.
 - :mod:`edgeguard.camera.video`: redacted video segments, atomic publication, disk quota.
+- :mod:`edgeguard.camera.frames`: one frame's way (search or not, tracker, bracket,
+  redaction, video writer); :mod:`edgeguard.camera.stills`: when a still is due and its
+  worker; :mod:`edgeguard.camera.stats`: counts and timings.
 - :mod:`edgeguard.camera.loop`: :class:`~edgeguard.camera.loop.CameraService`, the threads
   that compose them (start / stop / snap / status).
 

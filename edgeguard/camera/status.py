@@ -24,7 +24,9 @@ def render_status(cam: dict[str, Any]) -> str:
              + (f", added latency {num(cam.get('latency_ms'), '.0f')} ms (max "
                 f"{num(cam.get('latency_ms_max'), '.0f')})"
                 if cam.get("latency_ms") is not None else "")]
-    lines.append(f"camera frames {cam.get('frames', 0)}, failed {cam.get('failed', 0)} "
+    lines.append(f"camera frames {cam.get('frames', 0)}"
+                 + (f" (searched {cam['searched']})" if "searched" in cam else "")
+                 + f", failed {cam.get('failed', 0)} "
                  f"(blanked {cam.get('blanked', 0)}, dropped {cam.get('dropped', 0)}), "
                  f"missed {cam.get('missed', 0)}; stills {cam.get('stills', 0)}"
                  + (f", video segments {cam['video_segments']}"

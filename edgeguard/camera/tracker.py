@@ -5,7 +5,10 @@ the score dips under the threshold). A video written from per-frame detections a
 would flash that face unredacted for a frame. The tracker keeps one track per face:
 
 - each frame's detections are matched to the tracks' predicted boxes (greedy, by overlap,
-  then by centre distance within one face size);
+  then by centre distance within one face size, or within the distance ``max_speed``
+  allows since the previous search, if longer: frames between two searches go
+  unsearched when the search is slower than the camera, and a face that moved more than
+  its width meanwhile is still the same face, whose velocity the bracket needs);
 - a matched track takes the detected box and updates a constant-velocity estimate of the
   face's centre (exponentially smoothed, capped at ``max_speed`` face widths per second:
   a walker's face crosses about 7 of its widths per second);
@@ -13,7 +16,11 @@ would flash that face unredacted for a frame. The tracker keeps one track per fa
   the union of the box where the face was last seen and the box predicted from its
   velocity, grown by ``growth`` of its size per second unseen: the face is under it
   whether it stopped, kept moving, or moved a bit faster. Over-redaction is the price;
-- unmatched detections start new tracks.
+- unmatched detections start new tracks;
+- in the frame where a track takes a detection, its cover is the detected box *and* the
+  cover it had before that detection (where the face was predicted to be): a detection
+  beside the face (a crop that cut the face, a false detection next to it) matched to the
+  track would otherwise pull the region off the face and leave an eye visible.
 
 Time is the frames' stream time in seconds, so the behaviour does not depend on how fast
 the loop runs. All boxes are in the same pixel space (the main stream's).
@@ -36,6 +43,7 @@ class Track:
     vx: float = 0.0  # centre velocity, pixels per second
     vy: float = 0.0
     hits: int = 1
+    prior: Box | None = None  # the cover before the last detection (kept in its frame)
 
     def predicted(self, t: float) -> Box:
         """The last box moved along the velocity to time ``t``."""
@@ -89,6 +97,7 @@ class Tracker:
         """Take frame ``t``'s detections; return every box to redact in that frame."""
         if self._last_t is not None and t < self._last_t:
             self.reset()  # the stream restarted (a file played again): old tracks are void
+        gap = t - self._last_t if self._last_t is not None else 0.0  # since the last search
         self._last_t = t
         self.tracks = [tr for tr in self.tracks if t - tr.seen <= self.persist_s]
         unmatched_boxes = [b for b in boxes if b.width > 0 and b.height > 0]
@@ -96,6 +105,9 @@ class Tracker:
         predicted = [tr.predicted(t) for tr in self.tracks]
         for i, p in enumerate(predicted):
             size = max(p.width, p.height)
+            # The frames skipped since the last search widen the reach, not the time a
+            # face went unseen (a long-lost track must not take a neighbour's detection).
+            reach = size * max(1.0, self.max_speed * gap)
             for j, b in enumerate(unmatched_boxes):
                 iou = _iou(p, b)
                 if iou >= self.min_iou:
@@ -103,8 +115,8 @@ class Tracker:
                     continue
                 (pcx, pcy), (bcx, bcy) = p.center, b.center
                 dist = math.hypot(pcx - bcx, pcy - bcy)
-                if dist <= size:
-                    pairs.append((1.0 - dist / (size + 1e-9), i, j))
+                if dist <= reach:
+                    pairs.append((1.0 - dist / (reach + 1e-9), i, j))
         pairs.sort(reverse=True)
         used_t: set[int] = set()
         used_b: set[int] = set()
@@ -113,7 +125,9 @@ class Tracker:
                 continue
             used_t.add(i)
             used_b.add(j)
-            self._observe(self.tracks[i], t, unmatched_boxes[j])
+            tr = self.tracks[i]
+            tr.prior = self._cover_of(tr, t)
+            self._observe(tr, t, unmatched_boxes[j])
         for j, b in enumerate(unmatched_boxes):
             if j not in used_b:
                 self.tracks.append(Track(self._next_id, b, t))
@@ -124,15 +138,20 @@ class Tracker:
         """The boxes to redact at time ``t`` without new detections (tracks as they stand)."""
         out: list[Box] = []
         for tr in self.tracks:
-            age = t - tr.seen
-            if age > self.persist_s:
+            if t - tr.seen > self.persist_s:
                 continue
-            if age <= 0:
-                out.append(tr.box)
-                continue
-            moved = _grow(tr.predicted(t), 1.0 + self.growth * age)
-            out.append(_union(tr.box, moved))
+            out.append(self._cover_of(tr, t))
+            if t == tr.seen and tr.prior is not None:
+                out.append(tr.prior)
         return out
+
+    def _cover_of(self, tr: Track, t: float) -> Box:
+        """The box that covers track ``tr``'s face at ``t`` from its last detection."""
+        age = t - tr.seen
+        if age <= 0:
+            return tr.box
+        moved = _grow(tr.predicted(t), 1.0 + self.growth * age)
+        return _union(tr.box, moved)
 
     def found_at(self, t: float) -> list[tuple[int, Box, float, float]]:
         """The faces detected at time ``t`` (after :meth:`update`): track id, box and

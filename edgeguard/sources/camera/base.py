@@ -63,6 +63,9 @@ class Frame:
     captured: float
     main: np.ndarray  # RGB uint8 (H, W, 3), writable
     lores: np.ndarray  # RGB uint8 (h, w, 3)
+    # An independent picture (an image of a ``file:`` folder): searched in full on its own;
+    # no tracker, motion or bracket state carries to or from it.
+    still: bool = False
 
 
 class Source(abc.ABC):

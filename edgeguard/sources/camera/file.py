@@ -153,7 +153,8 @@ class FileSource(Source):
         captured = self._clock()
         if self.paced:
             captured = min(captured, self._t0 + index / self.fps)
-        return Frame(index, index / self.fps, captured, rgb, make_lores(rgb, self.lores_size))
+        return Frame(index, index / self.fps, captured, rgb, make_lores(rgb, self.lores_size),
+                     still=bool(self._images))
 
     def close(self) -> None:
         self._stop.set()
