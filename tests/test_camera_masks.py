@@ -91,8 +91,8 @@ def test_a_mask_outside_the_frame_stops_the_camera(tmp_path: Path,
     frames = scene.write(tmp_path / "frames")
     cam = {"source": f"file:{frames}", "masks": [[[0, 0], [2000, 0], [0, 100]]]}
     svc = run(tmp_path, config.from_dict({"camera": cam}))
-    assert svc.state == "failed" and "masks[0]: point (2000, 0) is outside the 1280x720" \
-        in (svc.last_error or "")
+    assert svc.state == "failed" and "<dict>: camera.masks[0]: point (2000, 0) is outside " \
+        "the 1280x720" in (svc.last_error or "")  # the config file named, like its other errors
     assert not list((tmp_path / "out").iterdir())
     with pytest.raises(StartupError, match=r"masks\[0\]"):
         run(tmp_path, config.from_dict({"camera": cam | {"require": True}}))

@@ -196,7 +196,7 @@ class CameraService:
             src.close()
             if c.require:
                 raise StartupError(f"{self.cfg.source}: {exc}") from None
-            self._fail(f"{exc}; the camera does not run without its masks")
+            self._fail(f"{self.cfg.source}: {exc}; the camera does not run without its masks")
             return None
         if self._pipe is None and self.world.detector is None:
             src.close()
