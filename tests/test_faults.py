@@ -516,7 +516,7 @@ def test_the_camera_source_vanishing_mid_run(work: Path, astronaut_rgb: np.ndarr
     from helpers.camera import moving_faces, read_video, similarity
 
     scene = moving_faces(astronaut_rgb, n=60, fps=4.0)
-    frames = scene.write(work / "frames")
+    frames = scene.write_images(work / "frames")  # a folder, so that it can vanish
     cfg = config_file(work, extra=f"""[camera]
 source = "file:{frames}"
 require = {json.dumps(require)}
