@@ -285,7 +285,9 @@ def test_snap_and_trigger_file_ask_for_stills(pipe: Pipeline, scene: Scene, tmp_
 
 def test_stop_is_idempotent_and_finishes_the_segment(pipe: Pipeline, frames_dir: Path,
                                                      tmp_path: Path) -> None:
-    cfg = make_cfg(frames_dir)
+    # A short bracket (2 searched frames, not 8): this test is about stopping, and a frame
+    # is written only once that many searched frames follow it.
+    cfg = make_cfg(frames_dir, delay_frames=2)
     outbox = tmp_path / "outbox"
     outbox.mkdir()
     # Played live at 2 fps: 8 s for the 16 frames. A paced source skips what a slow
