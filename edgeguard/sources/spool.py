@@ -48,6 +48,7 @@ from watchdog.events import (
     FileMovedEvent,
 )
 
+from edgeguard import lognames
 from edgeguard.sinks.fileops import rename_noreplace
 from edgeguard.sources import acl
 from edgeguard.sources.inbox import FolderWatch, is_ignored, is_ignored_name, is_young
@@ -80,9 +81,10 @@ class InboxFolders:
         self.warned: set[Path] = set()
 
     def shown(self, folder: Path) -> str:
-        if self.hide_names and folder not in (self.inbox, self.spool):
-            return "(name hidden)"
-        return str(folder)
+        """The folder as a log line shows it (the daemon's rule: :func:`lognames.shown`);
+        the inbox and the spool themselves are configured paths, never hidden."""
+        hide = self.hide_names and folder not in (self.inbox, self.spool)
+        return lognames.shown(str(folder), hide=hide)
 
     def warn_once(self, folder: Path, message: str) -> None:
         if folder not in self.warned:
