@@ -31,7 +31,6 @@ import mmap
 import os
 import re
 import secrets
-import stat
 import struct
 import time
 import unicodedata
@@ -219,18 +218,6 @@ def _idle_since(state: dict[str, Any] | None, at: float) -> bool:
     updated = state.get("updated_at")
     return (isinstance(updated, (int, float)) and updated > at
             and not state.get("queued") and not state.get("in_flight"))
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def is_regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 # -- following uploads ------------------------------------------------------------------------
